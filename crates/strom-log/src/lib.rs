@@ -1,0 +1,32 @@
+//! Strom's embedded durable log.
+//!
+//! Streams (Kafka: topics) of partitions; each partition is a sequence of segments in Kafka's
+//! RecordBatch v2 format with sparse offset and time indexes. One writer task per partition
+//! owns appends and commits them in groups (one write and one fdatasync for every append that
+//! queued while the previous sync ran). Readers read segment files directly, verify every
+//! batch's CRC-32C, and never see past what the writer made visible.
+//!
+//! Architecture invariants:
+//! - Nothing is acknowledged before the durability the caller asked for.
+//! - A failed write or fsync poisons the partition; it is never retried on the same pages.
+//! - A damaged range is never served and never cut away, except the unsynced tail of the
+//!   active segment at recovery (which was never acknowledged as synced).
+
+mod batch;
+mod clock;
+mod error;
+mod groups;
+mod index;
+pub mod limits;
+mod log;
+mod partition;
+mod segment;
+mod stream;
+
+pub use batch::{decode_records, BatchHeader, EncodedBatch, RecordIn, RecordOut};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{LogError, Result};
+pub use groups::{CommitMode, GroupOffsets};
+pub use log::{Log, LogConfig};
+pub use partition::{Appended, Durability, Partition, PartitionStatus, ReadBatches, ReadRecords};
+pub use stream::{validate_stream_name, Stream, StreamConfig};

@@ -1,0 +1,226 @@
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{IoContext, LogError, Result};
+use crate::groups::GroupOffsets;
+use crate::index::write_synced;
+use crate::limits::STREAMS_MAX;
+use crate::partition::Partition;
+use crate::stream::{validate_stream_name, Stream, StreamConfig};
+
+const STREAM_FILE: &str = "stream.json";
+
+/// How the log is opened.
+#[derive(Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// Buffered appends are fsync'd at the latest this long after they were written.
+    pub flush_interval: Duration,
+    /// How often retention looks for segments to delete.
+    pub retention_check_interval: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl LogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            dir: dir.into(),
+            flush_interval: Duration::from_millis(1000),
+            retention_check_interval: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The embedded log: named streams of partitions in a data directory.
+///
+/// Layout: `<dir>/streams/<stream>/stream.json`, `<dir>/streams/<stream>/<partition>/` with
+/// segments and `checkpoint.json`, and `<dir>/groups.redb` for committed offsets.
+pub struct Log {
+    config: LogConfig,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serialises creating and deleting streams (not appends or reads).
+    admin: tokio::sync::Mutex<()>,
+    groups: GroupOffsets,
+    closed: AtomicBool,
+}
+
+impl Log {
+    /// Opens the log, recovering every partition, and starts the writer and retention tasks
+    /// on the current tokio runtime.
+    pub fn open(config: LogConfig) -> Result<Arc<Log>> {
+        let streams_dir = config.dir.join("streams");
+        fs::create_dir_all(&streams_dir).at(&streams_dir)?;
+        // Opening the offsets store first also takes its lock: a second process on the same
+        // directory stops here, before touching a segment.
+        let groups = GroupOffsets::open(&config.dir.join("groups.redb"))?;
+        let mut streams = BTreeMap::new();
+        for entry in fs::read_dir(&streams_dir).at(&streams_dir)? {
+            let entry = entry.at(&streams_dir)?;
+            let dir = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stream_file = dir.join(STREAM_FILE);
+            if name.ends_with(".deleted") || !stream_file.exists() {
+                // A deletion or a creation that a crash interrupted.
+                tracing::warn!(dir = %dir.display(), "removing an unfinished stream directory");
+                fs::remove_dir_all(&dir).at(&dir)?;
+                continue;
+            }
+            let bytes = fs::read(&stream_file).at(&stream_file)?;
+            let stream_config: StreamConfig = serde_json::from_slice(&bytes)
+                .map_err(|error| LogError::InvalidConfig(format!("{}: {error}", stream_file.display())))?;
+            let stream = open_stream(&config, &name, dir, stream_config)?;
+            streams.insert(name, Arc::new(stream));
+        }
+        tracing::info!(dir = %config.dir.display(), streams = streams.len(), "log opened");
+        let log = Arc::new(Log {
+            config,
+            streams: RwLock::new(streams),
+            admin: tokio::sync::Mutex::new(()),
+            groups,
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(retention_task(Arc::downgrade(&log)));
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.config.dir
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.config.clock
+    }
+
+    pub fn groups(&self) -> &GroupOffsets {
+        &self.groups
+    }
+
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::StreamNotFound(name.to_string()))
+    }
+
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    pub async fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
+        validate_stream_name(name)?;
+        config.validate()?;
+        let _admin = self.admin.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        {
+            let streams = self.streams.read().unwrap_or_else(|e| e.into_inner());
+            if streams.contains_key(name) {
+                return Err(LogError::StreamExists(name.to_string()));
+            }
+            if streams.len() >= STREAMS_MAX {
+                return Err(LogError::TooManyStreams { max: STREAMS_MAX });
+            }
+        }
+        let streams_dir = self.config.dir.join("streams");
+        let dir = streams_dir.join(name);
+        fs::create_dir(&dir).at(&dir)?;
+        let stream = open_stream(&self.config, name, dir.clone(), config.clone())?;
+        // stream.json is written last: a directory without it is an unfinished creation.
+        let bytes = serde_json::to_vec_pretty(&config).expect("plain struct serializes");
+        write_synced(&dir.join(STREAM_FILE), &bytes)?;
+        fs::File::open(&streams_dir).and_then(|d| d.sync_all()).at(&streams_dir)?;
+        let stream = Arc::new(stream);
+        self.streams.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), stream.clone());
+        tracing::info!(stream = name, partitions = config.partitions, "stream created");
+        Ok(stream)
+    }
+
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let stream = self
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| LogError::StreamNotFound(name.to_string()))?;
+        for partition in stream.partitions() {
+            partition.close().await;
+        }
+        let doomed = stream.dir.with_file_name(format!("{name}.deleted"));
+        fs::rename(&stream.dir, &doomed).at(&stream.dir)?;
+        fs::remove_dir_all(&doomed).at(&doomed)?;
+        self.groups.remove_stream(name)?;
+        tracing::info!(stream = name, "stream deleted");
+        Ok(())
+    }
+
+    /// Partitions that take no appends, with why.
+    pub fn poisoned(&self) -> Vec<(String, u32, String)> {
+        self.streams()
+            .iter()
+            .flat_map(|s| s.partitions().iter().filter_map(|p| p.poisoned().map(|cause| (s.name.clone(), p.id(), cause))))
+            .collect()
+    }
+
+    /// Applies retention to every partition now; returns the number of segments deleted.
+    pub fn enforce_retention(&self) -> usize {
+        let now_ms = self.config.clock.now_ms();
+        let mut deleted = 0;
+        for stream in self.streams() {
+            for partition in stream.partitions() {
+                match partition.enforce_retention(now_ms) {
+                    Ok(count) => deleted += count,
+                    Err(error) => tracing::warn!(stream = %stream.name, partition = partition.id(), %error, "retention failed"),
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Finishes every queued append, syncs, and writes checkpoints so the next open needs no
+    /// recovery scan. Appends after this answer `Closed`.
+    pub async fn close(&self) {
+        let _admin = self.admin.lock().await;
+        self.closed.store(true, Ordering::Release);
+        for stream in self.streams() {
+            for partition in stream.partitions() {
+                partition.close().await;
+            }
+        }
+        tracing::info!("log closed");
+    }
+}
+
+fn open_stream(config: &LogConfig, name: &str, dir: PathBuf, stream_config: StreamConfig) -> Result<Stream> {
+    let partitions = (0..stream_config.partitions)
+        .map(|id| {
+            Partition::open(name, id, dir.join(id.to_string()), stream_config.clone(), config.clock.clone(), config.flush_interval)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Stream { name: name.to_string(), config: stream_config, dir, partitions })
+}
+
+async fn retention_task(log: Weak<Log>) {
+    let interval = match log.upgrade() {
+        Some(log) => log.config.retention_check_interval,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(log) = log.upgrade() else { return };
+        if log.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // Deleting files is blocking I/O.
+        let _ = tokio::task::spawn_blocking(move || log.enforce_retention()).await;
+    }
+}

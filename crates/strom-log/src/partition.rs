@@ -1,0 +1,712 @@
+//! A partition: an ordered sequence of segments, one writer task that owns appends (group
+//! commit), lock-free reads from any number of readers, recovery on open and retention.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use metrics::{Counter, Gauge, Histogram};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::batch::{decode_records, set_base_offset, BatchHeader, EncodedBatch, RecordOut};
+use crate::clock::Clock;
+use crate::error::{IoContext, LogError, Result};
+use crate::index::write_synced;
+use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, READ_BYTES_MAX};
+use crate::segment::{parse_log_file_name, Segment, SegmentRead};
+use crate::stream::StreamConfig;
+
+/// What an append waits for before it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Answered once written to the page cache: survives the process, not the machine.
+    /// Flushed within the log's `flush_interval`.
+    Buffered,
+    /// Answered once the fdatasync covering the batch has returned.
+    #[default]
+    Sync,
+}
+
+/// Offsets an append was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// Whole batches read from a partition, as stored (the Kafka listener serves them as they are).
+#[derive(Debug, Default)]
+pub struct ReadBatches {
+    pub batches: Vec<Bytes>,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+/// Records read from a partition, trimmed to the asked range.
+#[derive(Debug, Default)]
+pub struct ReadRecords {
+    pub records: Vec<RecordOut>,
+    /// The offset to read from next.
+    pub next_offset: u64,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+/// A snapshot of a partition's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+    pub poisoned: Option<String>,
+}
+
+/// The position up to which the partition is known to be complete and synced. Written when a
+/// segment is rolled and at clean shutdown; recovery scans only what comes after it.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+struct Checkpoint {
+    segment: u64,
+    position: u64,
+    next_offset: u64,
+    /// Where the segment's last batch starts; a clean open checks that batch.
+    last_batch_position: Option<u64>,
+}
+
+const CHECKPOINT_FILE: &str = "checkpoint.json";
+
+enum Command {
+    Append {
+        batch: EncodedBatch,
+        durability: Durability,
+        enqueued: Instant,
+        reply: oneshot::Sender<Result<Appended>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct PartitionMetrics {
+    appended_records: Counter,
+    appended_bytes: Counter,
+    append_seconds: Histogram,
+    fsync_seconds: Histogram,
+    records_per_fsync: Histogram,
+    fsyncs: Counter,
+    disk_bytes: Gauge,
+    corrupt_reads: Counter,
+    segments_deleted: Counter,
+    segments_rolled: Counter,
+}
+
+impl PartitionMetrics {
+    fn new(stream: &str, partition: u32) -> PartitionMetrics {
+        let labels = [("stream", stream.to_string()), ("partition", partition.to_string())];
+        PartitionMetrics {
+            appended_records: metrics::counter!("strom_log_appended_records_total", &labels),
+            appended_bytes: metrics::counter!("strom_log_appended_bytes_total", &labels),
+            append_seconds: metrics::histogram!("strom_log_append_duration_seconds", &labels),
+            fsync_seconds: metrics::histogram!("strom_log_fsync_duration_seconds", &labels),
+            records_per_fsync: metrics::histogram!("strom_log_records_per_fsync", &labels),
+            fsyncs: metrics::counter!("strom_log_fsyncs_total", &labels),
+            disk_bytes: metrics::gauge!("strom_log_disk_bytes", &labels),
+            corrupt_reads: metrics::counter!("strom_log_corrupt_reads_total", &labels),
+            segments_deleted: metrics::counter!("strom_log_segments_deleted_total", &labels),
+            segments_rolled: metrics::counter!("strom_log_segments_rolled_total", &labels),
+        }
+    }
+}
+
+/// State shared by the writer and the readers.
+struct Shared {
+    stream: String,
+    id: u32,
+    dir: PathBuf,
+    config: StreamConfig,
+    clock: Arc<dyn Clock>,
+    segments: Mutex<BTreeMap<u64, Arc<Segment>>>,
+    log_start: AtomicU64,
+    size_bytes: AtomicU64,
+    /// The end of what readers may see: written, and synced when a sync was asked for.
+    visible: watch::Sender<u64>,
+    poisoned: Mutex<Option<String>>,
+    metrics: PartitionMetrics,
+}
+
+pub struct Partition {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Command>,
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir`, recovering what a crash left, and starts its
+    /// writer task on the current tokio runtime.
+    pub(crate) fn open(stream: &str, id: u32, dir: PathBuf, config: StreamConfig, clock: Arc<dyn Clock>, flush_interval: Duration) -> Result<Partition> {
+        fs::create_dir_all(&dir).at(&dir)?;
+        let metrics = PartitionMetrics::new(stream, id);
+        let segments = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
+        let active = segments.values().next_back().cloned().expect("recover returns at least one segment");
+        let next_offset = active.next_offset();
+        let log_start = *segments.keys().next().expect("at least one segment");
+        let size_bytes: u64 = segments.values().map(|s| s.size()).sum();
+        metrics.disk_bytes.set(size_bytes as f64);
+        let (visible, _) = watch::channel(next_offset);
+        let shared = Arc::new(Shared {
+            stream: stream.to_string(),
+            id,
+            dir,
+            config,
+            clock,
+            segments: Mutex::new(segments),
+            log_start: AtomicU64::new(log_start),
+            size_bytes: AtomicU64::new(size_bytes),
+            visible,
+            poisoned: Mutex::new(None),
+            metrics,
+        });
+        let (queue, receiver) = mpsc::channel(APPEND_QUEUE_MAX);
+        let writer = Writer { shared: shared.clone(), active, next_offset, buffer: Vec::new(), headers: Vec::new(), unsynced_since: None, flush_interval, closed: false };
+        tokio::spawn(writer.run(receiver));
+        Ok(Partition { shared, queue })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    /// Appends one batch; answers after the asked durability. A full queue answers
+    /// `Overloaded` at once.
+    pub async fn append(&self, batch: EncodedBatch, durability: Durability) -> Result<Appended> {
+        if let Some(cause) = self.poisoned() {
+            return Err(self.poisoned_error(cause));
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Append { batch, durability, enqueued: Instant::now(), reply };
+        self.queue.try_send(command).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => LogError::Overloaded {
+                stream: self.shared.stream.clone(),
+                partition: self.shared.id,
+                queued: APPEND_QUEUE_MAX,
+            },
+            mpsc::error::TrySendError::Closed(_) => LogError::Closed,
+        })?;
+        answer.await.map_err(|_| self.poisoned_error("the partition writer stopped".into()))?
+    }
+
+    fn poisoned_error(&self, cause: String) -> LogError {
+        LogError::Poisoned { stream: self.shared.stream.clone(), partition: self.shared.id, cause }
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.shared.log_start.load(Ordering::Acquire)
+    }
+
+    /// The offset the next record will get, as far as readers can see.
+    pub fn log_end_offset(&self) -> u64 {
+        *self.shared.visible.borrow()
+    }
+
+    pub fn status(&self) -> PartitionStatus {
+        PartitionStatus {
+            partition: self.shared.id,
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+            size_bytes: self.shared.size_bytes.load(Ordering::Relaxed),
+            segments: self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            poisoned: self.poisoned(),
+        }
+    }
+
+    /// Waits until the log end passes `offset` or `timeout` elapses; true when there is data.
+    pub async fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
+        let mut receiver = self.shared.visible.subscribe();
+        let wait = receiver.wait_for(|&end| end > offset);
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
+    }
+
+    /// Reads whole batches from `from` on: at most about `max_bytes` (but at least one batch)
+    /// and about `max_records` (batch granularity). Blocking file I/O (page cache reads).
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<ReadBatches> {
+        let log_end_offset = self.log_end_offset();
+        let log_start_offset = self.log_start_offset();
+        if from < log_start_offset || from > log_end_offset {
+            return Err(LogError::OffsetOutOfRange { offset: from, log_start_offset, log_end_offset });
+        }
+        let mut result = ReadBatches { batches: Vec::new(), log_start_offset, log_end_offset };
+        if from == log_end_offset {
+            return Ok(result);
+        }
+        let segments: Vec<Arc<Segment>> = {
+            let map = self.shared.segments.lock().unwrap_or_else(|e| e.into_inner());
+            let first = map.range(..=from).next_back().map_or(0, |(&base, _)| base);
+            map.range(first..).take(16).map(|(_, s)| s.clone()).collect()
+        };
+        let mut bytes_budget = max_bytes.clamp(1, READ_BYTES_MAX);
+        let mut records_budget = max_records.max(1);
+        let mut position = from;
+        for segment in segments {
+            if segment.base_offset >= log_end_offset {
+                break;
+            }
+            match segment.read(position, log_end_offset, &mut bytes_budget, &mut records_budget, &mut result.batches)? {
+                SegmentRead::Done => break,
+                SegmentRead::EndOfSegment => position = position.max(segment.next_offset()),
+                SegmentRead::Corrupt { position: byte, offset, cause } => {
+                    if !result.batches.is_empty() {
+                        // Serve what precedes the damage; the next read reports it.
+                        break;
+                    }
+                    self.shared.metrics.corrupt_reads.increment(1);
+                    tracing::error!(stream = %self.shared.stream, partition = self.shared.id, segment = segment.base_offset, byte, offset, %cause, "refusing to serve a damaged range");
+                    return Err(LogError::CorruptRecords {
+                        stream: self.shared.stream.clone(),
+                        partition: self.shared.id,
+                        offset: offset.max(from),
+                        segment: segment.base_offset,
+                        position: byte,
+                        cause,
+                    });
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Reads records from `from`, decoded and trimmed to `[from, from + max_records)`.
+    pub fn read_records(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<ReadRecords> {
+        let read = self.read(from, max_records, max_bytes)?;
+        let mut records = Vec::new();
+        let max_records = max_records.max(1);
+        'batches: for batch in read.batches {
+            let decoded = decode_records(batch).map_err(|cause| LogError::CorruptRecords {
+                stream: self.shared.stream.clone(),
+                partition: self.shared.id,
+                offset: from,
+                segment: 0,
+                position: 0,
+                cause,
+            })?;
+            for record in decoded {
+                if record.offset < from {
+                    continue;
+                }
+                if records.len() == max_records {
+                    break 'batches;
+                }
+                records.push(record);
+            }
+        }
+        let next_offset = records.last().map_or(from, |r| r.offset + 1);
+        Ok(ReadRecords { records, next_offset, log_start_offset: read.log_start_offset, log_end_offset: read.log_end_offset })
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, or `None` when
+    /// every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let segments: Vec<Arc<Segment>> = self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let log_start = self.log_start_offset();
+        for segment in segments {
+            if segment.max_timestamp_ms()? < timestamp_ms {
+                continue;
+            }
+            let mut from = segment.offset_for_timestamp(timestamp_ms)?.max(log_start);
+            while from < segment.next_offset() {
+                let read = self.read_records(from, 1000, 1024 * 1024)?;
+                if let Some(record) = read.records.iter().find(|r| r.timestamp_ms >= timestamp_ms) {
+                    return Ok(Some(record.offset));
+                }
+                if read.records.is_empty() {
+                    break;
+                }
+                from = read.next_offset;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes sealed segments past the stream's retention time or bytes.
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let config = &self.shared.config;
+        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let mut deleted = Vec::new();
+        {
+            let mut map = self.shared.segments.lock().unwrap_or_else(|e| e.into_inner());
+            let mut total: u64 = map.values().map(|s| s.size()).sum();
+            while map.len() > 1 {
+                let oldest = map.values().next().expect("len > 1").clone();
+                let too_old = match config.retention_ms {
+                    Some(retention) => now_ms.saturating_sub(oldest.max_timestamp_ms()?) > retention as i64,
+                    None => false,
+                };
+                let too_big = config.retention_bytes.is_some_and(|retention| total.saturating_sub(oldest.size()) >= retention);
+                if !(too_old || too_big) {
+                    break;
+                }
+                map.remove(&oldest.base_offset);
+                total -= oldest.size();
+                deleted.push(oldest);
+            }
+            if let Some(&start) = map.keys().next() {
+                self.shared.log_start.store(start, Ordering::Release);
+            }
+        }
+        for segment in &deleted {
+            tracing::info!(stream = %self.shared.stream, partition = self.shared.id, segment = segment.base_offset, "retention deleted a segment");
+            self.shared.size_bytes.fetch_sub(segment.size(), Ordering::Relaxed);
+            segment.remove_files();
+        }
+        self.shared.metrics.segments_deleted.increment(deleted.len() as u64);
+        self.shared.metrics.disk_bytes.set(self.shared.size_bytes.load(Ordering::Relaxed) as f64);
+        Ok(deleted.len())
+    }
+
+    /// Finishes queued appends, syncs, writes indexes and the checkpoint. Later appends
+    /// answer `Closed`.
+    pub(crate) async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.queue.send(Command::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Opens every segment of a partition directory, scanning what the checkpoint does not cover.
+fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMetrics) -> Result<BTreeMap<u64, Arc<Segment>>> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = parse_log_file_name(&name) {
+            bases.push(base);
+        } else if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    let mut segments = BTreeMap::new();
+    if bases.is_empty() {
+        let segment = Segment::create(dir, 0, now_ms)?;
+        sync_dir(dir)?;
+        segments.insert(0, Arc::new(segment));
+        return Ok(segments);
+    }
+    let checkpoint: Option<Checkpoint> = fs::read(dir.join(CHECKPOINT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let path_of = |base: u64| dir.join(crate::segment::file_name(base, "log"));
+    let last = *bases.last().expect("not empty");
+    let (scan_from, clean) = match &checkpoint {
+        Some(checkpoint) if bases.contains(&checkpoint.segment) => {
+            let size = fs::metadata(path_of(last)).at(path_of(last))?.len();
+            let clean = checkpoint.segment == last
+                && checkpoint.position == size
+                && Segment::ends_as_expected(&path_of(last), checkpoint.last_batch_position, size, checkpoint.next_offset);
+            (bases.iter().position(|&b| b == checkpoint.segment).expect("contained"), clean)
+        }
+        _ => (0, false),
+    };
+    for (index, &base) in bases.iter().enumerate() {
+        let path = path_of(base);
+        let is_last = index + 1 == bases.len();
+        let segment = if index < scan_from {
+            Segment::open_trusted(path, base, bases[index + 1], None, now_ms)?
+        } else if clean {
+            let checkpoint = checkpoint.as_ref().expect("clean implies a checkpoint");
+            let segment = Segment::open_trusted(path, base, checkpoint.next_offset, checkpoint.last_batch_position, now_ms)?;
+            segment.max_timestamp_ms()?; // loads the indexes before the writer extends them
+            segment
+        } else {
+            let (segment, scan) = Segment::open_scanned(path, base, is_last, now_ms)?;
+            if let Some((position, cause)) = &scan.damage {
+                if is_last {
+                    tracing::warn!(stream, partition = id, segment = base, position, %cause, "recovery truncated the unsynced tail of the active segment");
+                } else {
+                    metrics.corrupt_reads.increment(1);
+                    tracing::error!(stream, partition = id, segment = base, position, %cause, "a sealed segment is damaged; the damaged range will not be served");
+                }
+            }
+            if !is_last && segment.next_offset() != bases[index + 1] && scan.damage.is_none() {
+                tracing::error!(stream, partition = id, segment = base, next = segment.next_offset(), following = bases[index + 1], "segments are not contiguous");
+            }
+            segment
+        };
+        segments.insert(base, Arc::new(segment));
+    }
+    Ok(segments)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// The partition's only writer. Runs as a tokio task; file I/O runs on the blocking pool,
+/// one group at a time, while the next group gathers in the queue.
+struct Writer {
+    shared: Arc<Shared>,
+    active: Arc<Segment>,
+    next_offset: u64,
+    buffer: Vec<u8>,
+    headers: Vec<BatchHeader>,
+    /// Since when bytes have been written without an fsync (buffered appends).
+    unsynced_since: Option<Instant>,
+    flush_interval: Duration,
+    closed: bool,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<Appended>>,
+    appended: Appended,
+    enqueued: Instant,
+    records: u64,
+    bytes: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+        let flush_interval = self.flush_interval;
+        loop {
+            let command = match self.unsynced_since {
+                Some(since) => tokio::select! {
+                    command = queue.recv() => command,
+                    _ = tokio::time::sleep_until((since + flush_interval).into()) => {
+                        self = self.blocking(|writer| writer.flush_unsynced()).await;
+                        continue;
+                    }
+                },
+                None => queue.recv().await,
+            };
+            let Some(first) = command else {
+                self = self.blocking(|writer| writer.close()).await;
+                break;
+            };
+            let mut group = vec![first];
+            let mut group_bytes = 0usize;
+            while group_bytes < GROUP_BYTES_MAX && !matches!(group.last(), Some(Command::Close { .. })) {
+                match queue.try_recv() {
+                    Ok(command) => {
+                        if let Command::Append { batch, .. } = &command {
+                            group_bytes += batch.size_bytes();
+                        }
+                        group.push(command);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self = self.blocking(move |writer| writer.process(group)).await;
+            if self.closed {
+                queue.close();
+                while let Some(command) = queue.recv().await {
+                    match command {
+                        Command::Append { reply, .. } => drop(reply.send(Err(LogError::Closed))),
+                        Command::Close { reply } => drop(reply.send(())),
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Runs `f` on the blocking pool (file I/O must not stall the async workers).
+    async fn blocking(mut self, f: impl FnOnce(&mut Writer) + Send + 'static) -> Writer {
+        let shared = self.shared.clone();
+        match tokio::task::spawn_blocking(move || {
+            f(&mut self);
+            self
+        })
+        .await
+        {
+            Ok(writer) => writer,
+            Err(error) => {
+                // A panic here is a bug; the writer is gone, so the partition is poisoned and
+                // pending appends are answered by their dropped reply channels.
+                tracing::error!(stream = %shared.stream, partition = shared.id, %error, "partition writer panicked");
+                std::process::abort();
+            }
+        }
+    }
+
+    fn process(&mut self, group: Vec<Command>) {
+        let mut pending = Vec::with_capacity(group.len());
+        let mut sync = false;
+        let mut close = None;
+        for command in group {
+            match command {
+                Command::Close { reply } => close = Some(reply),
+                Command::Append { reply, .. } if self.closed => drop(reply.send(Err(LogError::Closed))),
+                Command::Append { mut batch, durability, enqueued, reply } => {
+                    if let Some(cause) = self.poisoned() {
+                        let _ = reply.send(Err(self.poisoned_error(cause)));
+                        continue;
+                    }
+                    if let Err(error) = self.roll_if_needed(batch.size_bytes()) {
+                        self.poison(&error);
+                        let _ = reply.send(Err(self.poisoned_error(error.to_string())));
+                        continue;
+                    }
+                    let base_offset = self.next_offset;
+                    set_base_offset(&mut batch.bytes, base_offset);
+                    let header = BatchHeader { base_offset, ..batch.header };
+                    self.buffer.extend_from_slice(&batch.bytes);
+                    self.headers.push(header);
+                    self.next_offset = header.next_offset();
+                    sync |= durability == Durability::Sync;
+                    pending.push(Pending {
+                        reply,
+                        appended: Appended { base_offset, last_offset: header.last_offset() },
+                        enqueued,
+                        records: u64::from(header.record_count),
+                        bytes: header.size_bytes as u64,
+                    });
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let records: u64 = pending.iter().map(|p| p.records).sum();
+            let result = self.write_buffer().and_then(|()| {
+                let overdue = self.unsynced_since.is_some_and(|since| since.elapsed() >= self.flush_interval);
+                if sync || overdue { self.sync(records) } else { Ok(()) }
+            });
+            match result {
+                Ok(()) => {
+                    self.shared.visible.send_replace(self.next_offset);
+                    let metrics = &self.shared.metrics;
+                    for p in pending {
+                        metrics.appended_records.increment(p.records);
+                        metrics.appended_bytes.increment(p.bytes);
+                        metrics.append_seconds.record(p.enqueued.elapsed().as_secs_f64());
+                        let _ = p.reply.send(Ok(p.appended));
+                    }
+                    metrics.disk_bytes.set(self.shared.size_bytes.load(Ordering::Relaxed) as f64);
+                }
+                Err(error) => {
+                    self.poison(&error);
+                    for p in pending {
+                        let _ = p.reply.send(Err(self.poisoned_error(error.to_string())));
+                    }
+                }
+            }
+        }
+        if let Some(reply) = close {
+            self.close();
+            let _ = reply.send(());
+        }
+    }
+
+    fn write_buffer(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.active.write(&self.buffer, &self.headers)?;
+        self.shared.size_bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        self.buffer.clear();
+        self.headers.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self, records: u64) -> Result<()> {
+        let started = Instant::now();
+        self.active.sync()?;
+        let metrics = &self.shared.metrics;
+        metrics.fsync_seconds.record(started.elapsed().as_secs_f64());
+        metrics.fsyncs.increment(1);
+        metrics.records_per_fsync.record(records as f64);
+        self.unsynced_since = None;
+        Ok(())
+    }
+
+    fn flush_unsynced(&mut self) {
+        if self.unsynced_since.is_some() && self.poisoned().is_none() {
+            if let Err(error) = self.sync(0) {
+                self.poison(&error);
+            } else {
+                self.shared.visible.send_replace(self.next_offset);
+            }
+        }
+    }
+
+    fn roll_if_needed(&mut self, incoming_bytes: usize) -> Result<()> {
+        let size = self.active.size() + self.buffer.len() as u64;
+        if size == 0 {
+            return Ok(());
+        }
+        let now_ms = self.shared.clock.now_ms();
+        let config = &self.shared.config;
+        let full = size + incoming_bytes as u64 > config.segment_bytes;
+        let old = now_ms.saturating_sub(self.active.created_ms) >= config.segment_ms as i64;
+        if !(full || old) {
+            return Ok(());
+        }
+        // Seal: everything of the old segment is on disk before the new one exists, so
+        // recovery never has to look behind the checkpoint.
+        self.write_buffer()?;
+        self.active.sync()?;
+        self.unsynced_since = None;
+        self.active.write_indexes()?;
+        let segment = Arc::new(Segment::create(&self.shared.dir, self.next_offset, now_ms)?);
+        sync_dir(&self.shared.dir)?;
+        self.write_checkpoint(self.next_offset, 0, None)?;
+        self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).insert(segment.base_offset, segment.clone());
+        self.active = segment;
+        self.shared.metrics.segments_rolled.increment(1);
+        Ok(())
+    }
+
+    fn write_checkpoint(&self, segment: u64, position: u64, last_batch_position: Option<u64>) -> Result<()> {
+        let checkpoint = Checkpoint { segment, position, next_offset: self.next_offset, last_batch_position };
+        let bytes = serde_json::to_vec(&checkpoint).expect("plain struct serializes");
+        write_synced(&self.shared.dir.join(CHECKPOINT_FILE), &bytes)?;
+        sync_dir(&self.shared.dir)
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if self.poisoned().is_some() {
+            // No checkpoint: the next open scans and repairs.
+            return;
+        }
+        let result = self
+            .write_buffer()
+            .and_then(|()| self.active.sync())
+            .and_then(|()| self.active.write_indexes())
+            .and_then(|()| self.write_checkpoint(self.active.base_offset, self.active.size(), self.active.last_batch_position()));
+        if let Err(error) = result {
+            self.poison(&error);
+        }
+        self.shared.visible.send_replace(self.next_offset);
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.shared.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn poisoned_error(&self, cause: String) -> LogError {
+        LogError::Poisoned { stream: self.shared.stream.clone(), partition: self.shared.id, cause }
+    }
+
+    /// A failed write or fsync leaves the file's state unknown (Linux may drop the dirty
+    /// pages and report success on the next fsync), so the partition takes no more appends.
+    fn poison(&self, error: &LogError) {
+        let mut poisoned = self.shared.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        if poisoned.is_none() {
+            tracing::error!(stream = %self.shared.stream, partition = self.shared.id, %error, "partition poisoned: it takes no more appends until restarted");
+            metrics::gauge!("strom_log_partitions_poisoned").increment(1.0);
+            *poisoned = Some(error.to_string());
+        }
+    }
+}

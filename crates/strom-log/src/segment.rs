@@ -1,0 +1,364 @@
+//! One segment of a partition: `<base-offset>.log` (20 digits) holding record batches back to
+//! back, with its sparse `.index` and `.timeindex` beside it.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{crc_matches, BatchHeader, HEADER_BYTES};
+use crate::error::{IoContext, Result};
+use crate::index::Indexes;
+use crate::limits::{INDEX_INTERVAL_BYTES, READ_CHUNK_BYTES};
+
+pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// Base offset of a `.log` file name, or `None` for other files.
+pub(crate) fn parse_log_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
+const NO_BATCH: u64 = u64::MAX;
+
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub log_path: PathBuf,
+    file: File,
+    /// Bytes of complete batches written. Readers never read past it.
+    size: AtomicU64,
+    /// The offset after the last batch.
+    next_offset: AtomicU64,
+    /// Where the last batch starts (`NO_BATCH` when the segment is empty).
+    last_batch_position: AtomicU64,
+    /// Loaded on first use for sealed segments (opening a large log stays cheap); always
+    /// present for the active one.
+    indexes: RwLock<Option<Indexes>>,
+    /// When the segment was created, for rolling by age (wall clock, ms).
+    pub created_ms: i64,
+}
+
+/// Where a scan of a segment stopped.
+pub(crate) struct Scan {
+    /// End of the last valid batch.
+    pub valid_bytes: u64,
+    pub next_offset: u64,
+    pub last_batch_position: Option<u64>,
+    pub indexes: Indexes,
+    /// Why the scan stopped before the end of the file, with the position.
+    pub damage: Option<(u64, String)>,
+}
+
+/// The outcome of reading from one segment.
+pub(crate) enum SegmentRead {
+    /// Stopped because a limit or the visible end was reached.
+    Done,
+    /// Reached the end of this segment; continue with the next.
+    EndOfSegment,
+    /// A damaged batch at this position and offset.
+    Corrupt { position: u64, offset: u64, cause: String },
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: u64, now_ms: i64) -> Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&log_path)
+            .at(&log_path)?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file,
+            size: AtomicU64::new(0),
+            next_offset: AtomicU64::new(base_offset),
+            last_batch_position: AtomicU64::new(NO_BATCH),
+            indexes: RwLock::new(Some(Indexes::new())),
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment whose content is trusted (a sealed one, or the active one
+    /// after a clean shutdown). Indexes are loaded when first needed.
+    pub fn open_trusted(log_path: PathBuf, base_offset: u64, next_offset: u64, last_batch_position: Option<u64>, now_ms: i64) -> Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
+        let size = file.metadata().at(&log_path)?.len();
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file,
+            size: AtomicU64::new(size),
+            next_offset: AtomicU64::new(next_offset),
+            last_batch_position: AtomicU64::new(last_batch_position.unwrap_or(NO_BATCH)),
+            indexes: RwLock::new(None),
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens a segment by scanning it: every batch's header, offsets and CRC are checked.
+    /// With `truncate`, a damaged tail is cut off (the torn end of the active segment);
+    /// without it the damage is left in place and reported.
+    pub fn open_scanned(log_path: PathBuf, base_offset: u64, truncate: bool, now_ms: i64) -> Result<(Segment, Scan)> {
+        let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
+        let scan = scan(&file, &log_path, base_offset)?;
+        let file_size = file.metadata().at(&log_path)?.len();
+        if truncate && scan.valid_bytes < file_size {
+            file.set_len(scan.valid_bytes).at(&log_path)?;
+            file.sync_all().at(&log_path)?;
+        }
+        let size = if truncate { scan.valid_bytes } else { file_size };
+        let segment = Segment {
+            base_offset,
+            log_path,
+            file,
+            size: AtomicU64::new(size),
+            next_offset: AtomicU64::new(scan.next_offset),
+            last_batch_position: AtomicU64::new(scan.last_batch_position.unwrap_or(NO_BATCH)),
+            indexes: RwLock::new(Some(scan.indexes.clone())),
+            created_ms: now_ms,
+        };
+        Ok((segment, scan))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn last_batch_position(&self) -> Option<u64> {
+        Some(self.last_batch_position.load(Ordering::Acquire)).filter(|&p| p != NO_BATCH)
+    }
+
+    /// True when the batch at `last_batch_position` is intact, ends at `size` and ends the
+    /// offsets at `next_offset`: what a clean shutdown left, checked cheaply at open.
+    pub fn ends_as_expected(path: &Path, last_batch_position: Option<u64>, size: u64, next_offset: u64) -> bool {
+        let Some(position) = last_batch_position else { return size == 0 };
+        let check = || -> std::io::Result<bool> {
+            let file = File::open(path)?;
+            let length = size.checked_sub(position).filter(|&l| l as usize >= HEADER_BYTES).ok_or(std::io::ErrorKind::InvalidData)?;
+            let mut batch = vec![0u8; length as usize];
+            file.read_exact_at(&mut batch, position)?;
+            Ok(BatchHeader::parse(&batch).is_ok_and(|h| h.size_bytes as u64 == length && h.next_offset() == next_offset && crc_matches(&batch, &h)))
+        };
+        check().unwrap_or(false)
+    }
+
+    pub fn index_paths(&self) -> (PathBuf, PathBuf) {
+        (self.log_path.with_extension("index"), self.log_path.with_extension("timeindex"))
+    }
+
+    /// Appends already-offset-assigned batches at the end. Only the partition's writer calls
+    /// this, so the position cannot race.
+    pub fn write(&self, bytes: &[u8], batches: &[BatchHeader]) -> Result<()> {
+        let position = self.size();
+        self.file.write_all_at(bytes, position).at(&self.log_path)?;
+        let mut guard = self.indexes.write().unwrap_or_else(|e| e.into_inner());
+        let indexes = guard.get_or_insert_with(Indexes::new);
+        let mut at = position;
+        for header in batches {
+            let relative = (header.base_offset - self.base_offset) as u32;
+            indexes.observe(relative, at as u32, header.max_timestamp_ms, header.size_bytes as u64, INDEX_INTERVAL_BYTES);
+            at += header.size_bytes as u64;
+        }
+        drop(guard);
+        if let Some(last) = batches.last() {
+            self.next_offset.store(last.next_offset(), Ordering::Release);
+            self.last_batch_position.store(at - last.size_bytes as u64, Ordering::Release);
+        }
+        self.size.store(position + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().at(&self.log_path)
+    }
+
+    /// Writes the index files (when the segment is sealed and at clean shutdown).
+    pub fn write_indexes(&self) -> Result<()> {
+        let guard = self.indexes.read().unwrap_or_else(|e| e.into_inner());
+        let (index, time_index) = self.index_paths();
+        match guard.as_ref() {
+            Some(indexes) => indexes.write(&index, &time_index),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the indexes, loading or rebuilding them first if needed.
+    fn with_indexes<T>(&self, f: impl FnOnce(&Indexes) -> T) -> Result<T> {
+        {
+            let guard = self.indexes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(indexes) = guard.as_ref() {
+                return Ok(f(indexes));
+            }
+        }
+        let mut guard = self.indexes.write().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let (index, time_index) = self.index_paths();
+            let loaded = match Indexes::read(&index, &time_index, self.size()) {
+                Some(indexes) => indexes,
+                None => {
+                    tracing::warn!(segment = %self.log_path.display(), "index missing or damaged; rebuilding it from the log");
+                    let scan = scan(&self.file, &self.log_path, self.base_offset)?;
+                    if let Some((position, cause)) = &scan.damage {
+                        tracing::error!(segment = %self.log_path.display(), position, %cause, "sealed segment is damaged; the range will not be served");
+                    }
+                    // A failure to rewrite the index only costs another rebuild next time.
+                    if let Err(error) = scan.indexes.write(&index, &time_index) {
+                        tracing::warn!(%error, "could not rewrite the index");
+                    }
+                    scan.indexes
+                }
+            };
+            *guard = Some(loaded);
+        }
+        Ok(f(guard.as_ref().expect("loaded above")))
+    }
+
+    pub fn max_timestamp_ms(&self) -> Result<i64> {
+        self.with_indexes(|indexes| indexes.max_timestamp_ms)
+    }
+
+    pub fn position_for(&self, offset: u64) -> Result<u64> {
+        let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        self.with_indexes(|indexes| u64::from(indexes.position_for(relative)))
+    }
+
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64> {
+        self.with_indexes(|indexes| self.base_offset + u64::from(indexes.offset_for_timestamp(timestamp_ms)))
+    }
+
+    /// Reads whole batches holding offsets at or after `from` and below `end`, appending them
+    /// to `out` until `bytes_budget` is used (at least one batch overall is returned when
+    /// `out` is empty). Every batch's CRC is checked before it is served.
+    pub fn read(&self, from: u64, end: u64, bytes_budget: &mut usize, records_budget: &mut usize, out: &mut Vec<Bytes>) -> Result<SegmentRead> {
+        let mut position = self.position_for(from)?;
+        let limit = self.size();
+        loop {
+            if position >= limit {
+                return Ok(SegmentRead::EndOfSegment);
+            }
+            let want = (*bytes_budget + HEADER_BYTES).clamp(16 * 1024, READ_CHUNK_BYTES);
+            let chunk = self.read_at(position, want.min((limit - position) as usize))?;
+            let mut at = 0usize;
+            while at < chunk.len() {
+                let header = match BatchHeader::parse(&chunk[at..]) {
+                    Ok(header) => header,
+                    Err(_) if chunk.len() - at < HEADER_BYTES && position + (at as u64) + (HEADER_BYTES as u64) <= limit => break,
+                    Err(cause) => return Ok(self.corrupt(position + at as u64, from, cause)),
+                };
+                if header.base_offset >= end {
+                    return Ok(SegmentRead::Done);
+                }
+                let batch_position = position + at as u64;
+                if batch_position + header.size_bytes as u64 > limit {
+                    return Ok(self.corrupt(batch_position, header.base_offset, "batch runs past the end of the segment".into()));
+                }
+                if header.next_offset() <= from {
+                    at += header.size_bytes;
+                    continue;
+                }
+                let batch = if at + header.size_bytes <= chunk.len() {
+                    chunk.slice(at..at + header.size_bytes)
+                } else if at == 0 {
+                    // One batch larger than the chunk: read it whole.
+                    self.read_at(batch_position, header.size_bytes)?
+                } else {
+                    break;
+                };
+                if !crc_matches(&batch, &header) {
+                    return Ok(self.corrupt(batch_position, header.base_offset, "CRC-32C mismatch".into()));
+                }
+                *bytes_budget = bytes_budget.saturating_sub(batch.len());
+                *records_budget = records_budget.saturating_sub(header.record_count as usize);
+                out.push(batch);
+                at += header.size_bytes;
+                if *bytes_budget == 0 || *records_budget == 0 {
+                    return Ok(SegmentRead::Done);
+                }
+            }
+            position += at as u64;
+        }
+    }
+
+    fn corrupt(&self, position: u64, offset: u64, cause: String) -> SegmentRead {
+        SegmentRead::Corrupt { position, offset, cause }
+    }
+
+    fn read_at(&self, position: u64, length: usize) -> Result<Bytes> {
+        let mut buffer = BytesMut::zeroed(length);
+        self.file.read_exact_at(&mut buffer, position).at(&self.log_path)?;
+        Ok(buffer.freeze())
+    }
+
+    pub fn remove_files(&self) {
+        let (index, time_index) = self.index_paths();
+        for path in [&self.log_path, &index, &time_index] {
+            if let Err(error) = fs::remove_file(path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), %error, "could not delete a segment file");
+            }
+        }
+    }
+}
+
+/// Checks every batch of a segment file from the start: header, offset continuity and CRC.
+/// Stops at the first damage and says where.
+pub(crate) fn scan(file: &File, path: &Path, base_offset: u64) -> Result<Scan> {
+    let file_size = file.metadata().at(path)?.len();
+    let mut indexes = Indexes::new();
+    let mut position = 0u64;
+    let mut expected = base_offset;
+    let mut last_batch_position = None;
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let damage = 'scan: loop {
+        if position >= file_size {
+            break None;
+        }
+        let length = (file_size - position).min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..length], position).at(path)?;
+        let mut at = 0usize;
+        while at < length {
+            let header = match BatchHeader::parse(&chunk[at..length]) {
+                Ok(header) => header,
+                Err(_) if length - at < HEADER_BYTES && position + (length as u64) < file_size => break,
+                Err(cause) => break 'scan Some((position + at as u64, cause)),
+            };
+            let batch_position = position + at as u64;
+            if header.base_offset != expected {
+                break 'scan Some((batch_position, format!("base offset {} where {expected} was expected", header.base_offset)));
+            }
+            if batch_position + header.size_bytes as u64 > file_size {
+                break 'scan Some((batch_position, "batch cut short by the end of the file".into()));
+            }
+            if at + header.size_bytes > length {
+                if at == 0 {
+                    // A batch larger than the chunk: grow the chunk and read again.
+                    chunk.resize(header.size_bytes, 0);
+                    continue 'scan;
+                }
+                break;
+            }
+            if !crc_matches(&chunk[at..at + header.size_bytes], &header) {
+                break 'scan Some((batch_position, "CRC-32C mismatch".into()));
+            }
+            let relative = (header.base_offset - base_offset) as u32;
+            indexes.observe(relative, batch_position as u32, header.max_timestamp_ms, header.size_bytes as u64, INDEX_INTERVAL_BYTES);
+            expected = header.next_offset();
+            last_batch_position = Some(batch_position);
+            at += header.size_bytes;
+        }
+        position += at as u64;
+    };
+    Ok(Scan { valid_bytes: damage.as_ref().map_or(file_size, |(p, _)| *p), next_offset: expected, last_batch_position, indexes, damage })
+}
