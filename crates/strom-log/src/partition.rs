@@ -481,15 +481,18 @@ impl Writer {
                 Some(since) => tokio::select! {
                     command = queue.recv() => command,
                     _ = tokio::time::sleep_until((since + flush_interval).into()) => {
-                        self = self.blocking(|writer| writer.flush_unsynced()).await;
+                        match self.blocking(|writer| writer.flush_unsynced()).await {
+                            Some(writer) => self = writer,
+                            None => return,
+                        }
                         continue;
                     }
                 },
                 None => queue.recv().await,
             };
             let Some(first) = command else {
-                self = self.blocking(|writer| writer.close()).await;
-                break;
+                self.blocking(|writer| writer.close()).await;
+                return;
             };
             let mut group = vec![first];
             let mut group_bytes = 0usize;
@@ -504,7 +507,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self = self.blocking(move |writer| writer.process(group)).await;
+            match self.blocking(move |writer| writer.process(group)).await {
+                Some(writer) => self = writer,
+                None => return,
+            }
             if self.closed {
                 queue.close();
                 while let Some(command) = queue.recv().await {
@@ -518,8 +524,10 @@ impl Writer {
         }
     }
 
-    /// Runs `f` on the blocking pool (file I/O must not stall the async workers).
-    async fn blocking(mut self, f: impl FnOnce(&mut Writer) + Send + 'static) -> Writer {
+    /// Runs `f` on the blocking pool (file I/O must not stall the async workers). `None` when
+    /// the writer is gone: the runtime is shutting down, or `f` panicked (a bug), in which case
+    /// the partition is poisoned and waiting appends are answered through their dropped replies.
+    async fn blocking(mut self, f: impl FnOnce(&mut Writer) + Send + 'static) -> Option<Writer> {
         let shared = self.shared.clone();
         match tokio::task::spawn_blocking(move || {
             f(&mut self);
@@ -527,13 +535,14 @@ impl Writer {
         })
         .await
         {
-            Ok(writer) => writer,
-            Err(error) => {
-                // A panic here is a bug; the writer is gone, so the partition is poisoned and
-                // pending appends are answered by their dropped reply channels.
+            Ok(writer) => Some(writer),
+            Err(error) if error.is_panic() => {
                 tracing::error!(stream = %shared.stream, partition = shared.id, %error, "partition writer panicked");
-                std::process::abort();
+                let mut poisoned = shared.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+                poisoned.get_or_insert_with(|| format!("the partition writer panicked: {error}"));
+                None
             }
+            Err(_) => None,
         }
     }
 

@@ -1,0 +1,248 @@
+//! `strom.toml`: every key, its default, and how flags and environment override it.
+//! `strom.toml.example` at the repository root documents the same keys for users.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use strom_log::StreamConfig;
+
+use crate::ServerError;
+
+/// Arguments of `strom serve`. Flags beat environment variables, which beat the file.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without it, ./strom.toml is read when it exists.
+    #[arg(long, env = "STROM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where streams and offsets are stored [default: ./strom-data].
+    #[arg(long, env = "STROM_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8425]. Port 0 picks a free port.
+    #[arg(long, env = "STROM_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<SocketAddr>,
+    /// Log filter, e.g. `info` or `strom_log=debug,info` [default: info].
+    #[arg(long, env = "STROM_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub log: LogSettings,
+    /// Defaults for streams created without explicit settings.
+    pub streams: StreamDefaults,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Largest request body; larger ones get 413 before they are read.
+    pub body_bytes_max: usize,
+    /// Largest single event.
+    pub event_bytes_max: usize,
+    /// Request bodies held in memory at once across all produce requests; beyond it, 429.
+    pub inflight_bytes_max: usize,
+    /// Concurrent live tails (SSE connections); beyond it, 429.
+    pub tail_connections_max: usize,
+    /// How long shutdown waits for in-flight requests before it stops anyway.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Buffered appends are fsync'd at the latest this long after being written.
+    pub flush_interval_ms: u64,
+    /// How often retention runs.
+    pub retention_check_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamDefaults {
+    pub partitions: u32,
+    /// 0 keeps records forever (by time).
+    pub retention_ms: u64,
+    /// 0 puts no bound on a partition's bytes.
+    pub retention_bytes: u64,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// tracing filter directives.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("./strom-data"),
+            http: HttpConfig::default(),
+            log: LogSettings::default(),
+            streams: StreamDefaults::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8425)),
+            body_bytes_max: 8 * 1024 * 1024,
+            event_bytes_max: 1024 * 1024,
+            inflight_bytes_max: 256 * 1024 * 1024,
+            tail_connections_max: 256,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings { flush_interval_ms: 1000, retention_check_interval_ms: 30_000 }
+    }
+}
+
+impl Default for StreamDefaults {
+    fn default() -> StreamDefaults {
+        let stream = StreamConfig::default();
+        StreamDefaults {
+            partitions: stream.partitions,
+            retention_ms: stream.retention_ms.unwrap_or(0),
+            retention_bytes: stream.retention_bytes.unwrap_or(0),
+            segment_bytes: stream.segment_bytes,
+            segment_ms: stream.segment_ms,
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> LoggingConfig {
+        LoggingConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl StreamDefaults {
+    pub fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            partitions: self.partitions,
+            retention_ms: (self.retention_ms > 0).then_some(self.retention_ms),
+            retention_bytes: (self.retention_bytes > 0).then_some(self.retention_bytes),
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file named by the arguments (or ./strom.toml when present), then applies
+    /// the flag and environment overrides, then checks every value.
+    pub fn load(args: &ServeArgs) -> Result<Config, ServerError> {
+        let implicit = Path::new("strom.toml");
+        let path = args.config.clone().or_else(|| implicit.exists().then(|| implicit.to_path_buf()));
+        let mut config = match &path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| ServerError::Config(format!("cannot read {}: {error}", path.display())))?;
+                Config::parse(&text).map_err(|error| ServerError::Config(format!("{}: {error}", path.display())))?
+            }
+            None => Config::default(),
+        };
+        if let Some(dir) = &args.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(addr) = args.http_addr {
+            config.http.addr = addr;
+        }
+        if let Some(level) = &args.log_level {
+            config.logging.level = level.clone();
+        }
+        config.validate().map_err(ServerError::Config)?;
+        Ok(config)
+    }
+
+    /// Parses TOML; unknown keys and bad types are refused with the key's name.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|error| error.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, value: u64| if value == 0 { Err(format!("{name} must be positive")) } else { Ok(()) };
+        positive("http.body_bytes_max", self.http.body_bytes_max as u64)?;
+        positive("http.event_bytes_max", self.http.event_bytes_max as u64)?;
+        positive("http.tail_connections_max", self.http.tail_connections_max as u64)?;
+        positive("log.flush_interval_ms", self.log.flush_interval_ms)?;
+        positive("log.retention_check_interval_ms", self.log.retention_check_interval_ms)?;
+        if self.http.body_bytes_max > 1 << 30 {
+            return Err("http.body_bytes_max must be at most 1 GiB".into());
+        }
+        if self.http.event_bytes_max > self.http.body_bytes_max.min(strom_log::limits::BATCH_BYTES_MAX / 2) {
+            return Err(format!(
+                "http.event_bytes_max must be at most http.body_bytes_max and {} bytes",
+                strom_log::limits::BATCH_BYTES_MAX / 2
+            ));
+        }
+        if self.http.inflight_bytes_max < self.http.body_bytes_max {
+            return Err("http.inflight_bytes_max must be at least http.body_bytes_max".into());
+        }
+        self.streams.stream_config().validate().map_err(|error| format!("streams: {error}"))?;
+        Ok(())
+    }
+
+    pub fn log_config(&self) -> strom_log::LogConfig {
+        strom_log::LogConfig {
+            flush_interval: Duration::from_millis(self.log.flush_interval_ms),
+            retention_check_interval: Duration::from_millis(self.log.retention_check_interval_ms),
+            ..strom_log::LogConfig::new(&self.data_dir)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let example = include_str!("../../../strom.toml.example");
+        assert_eq!(Config::parse(example).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let cases = [
+            ("[http]\nadress = \"127.0.0.1:1\"", "adress"),
+            ("[http]\naddr = \"nowhere\"", "addr"),
+            ("[streams]\npartitions = 0", "partitions"),
+            ("[http]\nbody_bytes_max = 0", "http.body_bytes_max"),
+            ("[logging]\nformat = \"xml\"", "format"),
+            ("colour = true", "colour"),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(text).unwrap_err();
+            assert!(error.contains(key), "{text:?} → {error}");
+        }
+    }
+}

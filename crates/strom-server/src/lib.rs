@@ -1,0 +1,153 @@
+//! Strom's server: configuration, the HTTP API, metrics, logging and shutdown, wired around
+//! the embedded log.
+
+mod api;
+pub mod config;
+mod error;
+pub mod partitioner;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use strom_log::{Log, LogError};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub use api::produce::REQUEST_EVENTS_MAX;
+pub use config::{Config, LogFormat, ServeArgs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `strom serve`: reads the configuration, sets up logging, runs until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<(), ServerError> {
+    let config = Config::load(&args)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("strom").build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.http.addr).await.map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
+        run(config, listener, shutdown_signal()).await
+    })
+}
+
+/// Runs the server on an already bound listener until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish, and closes the log (sync + checkpoints).
+/// Prints `listening http://ADDR` on stdout once it serves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let metrics = metrics_handle();
+    let log_config = config.log_config();
+    let opened = std::time::Instant::now();
+    let log = tokio::task::spawn_blocking(move || Log::open(log_config)).await.map_err(std::io::Error::other)??;
+    tracing::info!(data_dir = %config.data_dir.display(), open_ms = opened.elapsed().as_millis() as u64, "log ready");
+    let (stopping, stopping_receiver) = watch::channel(false);
+    let state = Arc::new(api::AppState {
+        log: log.clone(),
+        inflight_bytes: Arc::new(Semaphore::new(config.http.inflight_bytes_max)),
+        tails: Arc::new(Semaphore::new(config.http.tail_connections_max)),
+        round_robin: AtomicU64::new(0),
+        shutdown: stopping_receiver,
+        metrics,
+        config: config.clone(),
+    });
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP API listening");
+    println!("listening http://{addr}");
+    let mut started_stopping = state.shutdown.clone();
+    let app = api::router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        // Long polls and tails watch this and end, so the drain does not wait for them.
+        let _ = stopping.send(true);
+    });
+    let timeout = Duration::from_millis(config.http.shutdown_timeout_ms);
+    tokio::select! {
+        result = server.into_future() => result?,
+        _ = async {
+            let _ = started_stopping.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(timeout).await;
+        } => {
+            tracing::warn!(timeout_ms = config.http.shutdown_timeout_ms, "in-flight requests did not finish in time; stopping anyway");
+        }
+    }
+    log.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level).unwrap_or_else(|error| {
+        eprintln!("bad log filter {:?} ({error}); using info", config.logging.level);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.logging.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (installed once; servers started in one test process
+/// share it).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let counts = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("strom_log_records_per_fsync".into()), &counts))
+                .expect("bucket lists are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only this server's recorder");
+            }
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("strom-metrics".into())
+                .spawn(move || loop {
+                    // Histograms are drained into their buckets here, keeping their memory bounded.
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .expect("spawn the metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
