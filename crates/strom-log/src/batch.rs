@@ -7,8 +7,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use crate::error::{LogError, Result};
@@ -70,9 +69,7 @@ impl BatchHeader {
             .filter(|size| (HEADER_BYTES..=BATCH_BYTES_MAX).contains(size))
             .ok_or_else(|| format!("batch length {batch_length} out of bounds"))?;
         if last_offset_delta < 0 || record_count < 0 {
-            return Err(format!(
-                "negative last offset delta {last_offset_delta} or record count {record_count}"
-            ));
+            return Err(format!("negative last offset delta {last_offset_delta} or record count {record_count}"));
         }
         Ok(BatchHeader {
             base_offset: base_offset as u64,

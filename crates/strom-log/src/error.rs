@@ -27,14 +27,7 @@ pub enum LogError {
         "records from offset {offset} of {stream}/{partition} are corrupt on disk \
          (segment {segment}, byte {position}): {cause}"
     )]
-    CorruptRecords {
-        stream: String,
-        partition: u32,
-        offset: u64,
-        segment: u64,
-        position: u64,
-        cause: String,
-    },
+    CorruptRecords { stream: String, partition: u32, offset: u64, segment: u64, position: u64, cause: String },
     #[error("offset {offset} is below the committed offset {committed} of group {group:?} for {stream}/{partition}")]
     OffsetRegression { group: String, stream: String, partition: u32, offset: u64, committed: u64 },
     #[error("the log is closed")]

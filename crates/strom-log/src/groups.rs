@@ -68,7 +68,13 @@ impl GroupOffsets {
                 if let Some(&committed) = cache.get(&key)
                     && offset < committed
                 {
-                    return Err(LogError::OffsetRegression { group: group.into(), stream: stream.into(), partition, offset, committed });
+                    return Err(LogError::OffsetRegression {
+                        group: group.into(),
+                        stream: stream.into(),
+                        partition,
+                        offset,
+                        committed,
+                    });
                 }
             }
         }

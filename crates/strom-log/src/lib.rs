@@ -23,10 +23,10 @@ mod partition;
 mod segment;
 mod stream;
 
-pub use batch::{decode_records, BatchHeader, EncodedBatch, RecordIn, RecordOut};
+pub use batch::{BatchHeader, EncodedBatch, RecordIn, RecordOut, decode_records};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, Result};
 pub use groups::{CommitMode, GroupOffsets};
 pub use log::{Log, LogConfig};
 pub use partition::{Appended, Durability, Partition, PartitionStatus, ReadBatches, ReadRecords};
-pub use stream::{validate_stream_name, Stream, StreamConfig};
+pub use stream::{Stream, StreamConfig, validate_stream_name};

@@ -11,7 +11,7 @@ use crate::groups::GroupOffsets;
 use crate::index::write_synced;
 use crate::limits::STREAMS_MAX;
 use crate::partition::Partition;
-use crate::stream::{validate_stream_name, Stream, StreamConfig};
+use crate::stream::{Stream, StreamConfig, validate_stream_name};
 
 const STREAM_FILE: &str = "stream.json";
 
@@ -167,7 +167,9 @@ impl Log {
     pub fn poisoned(&self) -> Vec<(String, u32, String)> {
         self.streams()
             .iter()
-            .flat_map(|s| s.partitions().iter().filter_map(|p| p.poisoned().map(|cause| (s.name.clone(), p.id(), cause))))
+            .flat_map(|s| {
+                s.partitions().iter().filter_map(|p| p.poisoned().map(|cause| (s.name.clone(), p.id(), cause)))
+            })
             .collect()
     }
 
@@ -179,7 +181,9 @@ impl Log {
             for partition in stream.partitions() {
                 match partition.enforce_retention(now_ms) {
                     Ok(count) => deleted += count,
-                    Err(error) => tracing::warn!(stream = %stream.name, partition = partition.id(), %error, "retention failed"),
+                    Err(error) => {
+                        tracing::warn!(stream = %stream.name, partition = partition.id(), %error, "retention failed")
+                    }
                 }
             }
         }
@@ -203,7 +207,14 @@ impl Log {
 fn open_stream(config: &LogConfig, name: &str, dir: PathBuf, stream_config: StreamConfig) -> Result<Stream> {
     let partitions = (0..stream_config.partitions)
         .map(|id| {
-            Partition::open(name, id, dir.join(id.to_string()), stream_config.clone(), config.clock.clone(), config.flush_interval)
+            Partition::open(
+                name,
+                id,
+                dir.join(id.to_string()),
+                stream_config.clone(),
+                config.clock.clone(),
+                config.flush_interval,
+            )
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Stream { name: name.to_string(), config: stream_config, dir, partitions })

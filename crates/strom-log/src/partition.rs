@@ -13,12 +13,12 @@ use metrics::{Counter, Gauge, Histogram};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::batch::{decode_records, set_base_offset, BatchHeader, EncodedBatch, RecordOut};
+use crate::batch::{BatchHeader, EncodedBatch, RecordOut, decode_records, set_base_offset};
 use crate::clock::Clock;
 use crate::error::{IoContext, LogError, Result};
 use crate::index::write_synced;
 use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, READ_BYTES_MAX};
-use crate::segment::{parse_log_file_name, Segment, SegmentRead};
+use crate::segment::{Segment, SegmentRead, parse_log_file_name};
 use crate::stream::StreamConfig;
 
 /// What an append waits for before it is answered.
@@ -82,15 +82,8 @@ struct Checkpoint {
 const CHECKPOINT_FILE: &str = "checkpoint.json";
 
 enum Command {
-    Append {
-        batch: EncodedBatch,
-        durability: Durability,
-        enqueued: Instant,
-        reply: oneshot::Sender<Result<Appended>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
+    Append { batch: EncodedBatch, durability: Durability, enqueued: Instant, reply: oneshot::Sender<Result<Appended>> },
+    Close { reply: oneshot::Sender<()> },
 }
 
 struct PartitionMetrics {
@@ -138,6 +131,9 @@ struct Shared {
     visible: watch::Sender<u64>,
     poisoned: Mutex<Option<String>>,
     metrics: PartitionMetrics,
+    /// fsyncs done and records they covered, for benchmarks and `status` (also in metrics).
+    fsyncs: AtomicU64,
+    synced_records: AtomicU64,
 }
 
 pub struct Partition {
@@ -148,7 +144,14 @@ pub struct Partition {
 impl Partition {
     /// Opens (or creates) the partition in `dir`, recovering what a crash left, and starts its
     /// writer task on the current tokio runtime.
-    pub(crate) fn open(stream: &str, id: u32, dir: PathBuf, config: StreamConfig, clock: Arc<dyn Clock>, flush_interval: Duration) -> Result<Partition> {
+    pub(crate) fn open(
+        stream: &str,
+        id: u32,
+        dir: PathBuf,
+        config: StreamConfig,
+        clock: Arc<dyn Clock>,
+        flush_interval: Duration,
+    ) -> Result<Partition> {
         fs::create_dir_all(&dir).at(&dir)?;
         let metrics = PartitionMetrics::new(stream, id);
         let segments = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
@@ -170,9 +173,20 @@ impl Partition {
             visible,
             poisoned: Mutex::new(None),
             metrics,
+            fsyncs: AtomicU64::new(0),
+            synced_records: AtomicU64::new(0),
         });
         let (queue, receiver) = mpsc::channel(APPEND_QUEUE_MAX);
-        let writer = Writer { shared: shared.clone(), active, next_offset, buffer: Vec::new(), headers: Vec::new(), unsynced_since: None, flush_interval, closed: false };
+        let writer = Writer {
+            shared: shared.clone(),
+            active,
+            next_offset,
+            buffer: Vec::new(),
+            headers: Vec::new(),
+            unsynced_since: None,
+            flush_interval,
+            closed: false,
+        };
         tokio::spawn(writer.run(receiver));
         Ok(Partition { shared, queue })
     }
@@ -226,6 +240,11 @@ impl Partition {
             segments: self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).len(),
             poisoned: self.poisoned(),
         }
+    }
+
+    /// (fsyncs, records they covered) since the partition was opened.
+    pub fn sync_stats(&self) -> (u64, u64) {
+        (self.shared.fsyncs.load(Ordering::Relaxed), self.shared.synced_records.load(Ordering::Relaxed))
     }
 
     /// Waits until the log end passes `offset` or `timeout` elapses; true when there is data.
@@ -308,13 +327,19 @@ impl Partition {
             }
         }
         let next_offset = records.last().map_or(from, |r| r.offset + 1);
-        Ok(ReadRecords { records, next_offset, log_start_offset: read.log_start_offset, log_end_offset: read.log_end_offset })
+        Ok(ReadRecords {
+            records,
+            next_offset,
+            log_start_offset: read.log_start_offset,
+            log_end_offset: read.log_end_offset,
+        })
     }
 
     /// The first offset whose record timestamp is at or after `timestamp_ms`, or `None` when
     /// every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
-        let segments: Vec<Arc<Segment>> = self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let segments: Vec<Arc<Segment>> =
+            self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         let log_start = self.log_start_offset();
         for segment in segments {
             if segment.max_timestamp_ms()? < timestamp_ms {
@@ -351,7 +376,8 @@ impl Partition {
                     Some(retention) => now_ms.saturating_sub(oldest.max_timestamp_ms()?) > retention as i64,
                     None => false,
                 };
-                let too_big = config.retention_bytes.is_some_and(|retention| total.saturating_sub(oldest.size()) >= retention);
+                let too_big =
+                    config.retention_bytes.is_some_and(|retention| total.saturating_sub(oldest.size()) >= retention);
                 if !(too_old || too_big) {
                     break;
                 }
@@ -384,7 +410,13 @@ impl Partition {
 }
 
 /// Opens every segment of a partition directory, scanning what the checkpoint does not cover.
-fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMetrics) -> Result<BTreeMap<u64, Arc<Segment>>> {
+fn recover(
+    stream: &str,
+    id: u32,
+    dir: &Path,
+    now_ms: i64,
+    metrics: &PartitionMetrics,
+) -> Result<BTreeMap<u64, Arc<Segment>>> {
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
@@ -404,7 +436,8 @@ fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMe
         segments.insert(0, Arc::new(segment));
         return Ok(segments);
     }
-    let checkpoint: Option<Checkpoint> = fs::read(dir.join(CHECKPOINT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let checkpoint: Option<Checkpoint> =
+        fs::read(dir.join(CHECKPOINT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let path_of = |base: u64| dir.join(crate::segment::file_name(base, "log"));
     let last = *bases.last().expect("not empty");
     let (scan_from, clean) = match &checkpoint {
@@ -412,7 +445,12 @@ fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMe
             let size = fs::metadata(path_of(last)).at(path_of(last))?.len();
             let clean = checkpoint.segment == last
                 && checkpoint.position == size
-                && Segment::ends_as_expected(&path_of(last), checkpoint.last_batch_position, size, checkpoint.next_offset);
+                && Segment::ends_as_expected(
+                    &path_of(last),
+                    checkpoint.last_batch_position,
+                    size,
+                    checkpoint.next_offset,
+                );
             (bases.iter().position(|&b| b == checkpoint.segment).expect("contained"), clean)
         }
         _ => (0, false),
@@ -424,7 +462,8 @@ fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMe
             Segment::open_trusted(path, base, bases[index + 1], None, now_ms)?
         } else if clean {
             let checkpoint = checkpoint.as_ref().expect("clean implies a checkpoint");
-            let segment = Segment::open_trusted(path, base, checkpoint.next_offset, checkpoint.last_batch_position, now_ms)?;
+            let segment =
+                Segment::open_trusted(path, base, checkpoint.next_offset, checkpoint.last_batch_position, now_ms)?;
             segment.max_timestamp_ms()?; // loads the indexes before the writer extends them
             segment
         } else {
@@ -438,7 +477,14 @@ fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMe
                 }
             }
             if !is_last && segment.next_offset() != bases[index + 1] && scan.damage.is_none() {
-                tracing::error!(stream, partition = id, segment = base, next = segment.next_offset(), following = bases[index + 1], "segments are not contiguous");
+                tracing::error!(
+                    stream,
+                    partition = id,
+                    segment = base,
+                    next = segment.next_offset(),
+                    following = bases[index + 1],
+                    "segments are not contiguous"
+                );
             }
             segment
         };
@@ -632,6 +678,8 @@ impl Writer {
         metrics.fsync_seconds.record(started.elapsed().as_secs_f64());
         metrics.fsyncs.increment(1);
         metrics.records_per_fsync.record(records as f64);
+        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.shared.synced_records.fetch_add(records, Ordering::Relaxed);
         self.unsynced_since = None;
         Ok(())
     }
@@ -693,7 +741,9 @@ impl Writer {
             .write_buffer()
             .and_then(|()| self.active.sync())
             .and_then(|()| self.active.write_indexes())
-            .and_then(|()| self.write_checkpoint(self.active.base_offset, self.active.size(), self.active.last_batch_position()));
+            .and_then(|()| {
+                self.write_checkpoint(self.active.base_offset, self.active.size(), self.active.last_batch_position())
+            });
         if let Err(error) = result {
             self.poison(&error);
         }

@@ -4,12 +4,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{crc_matches, BatchHeader, HEADER_BYTES};
+use crate::batch::{BatchHeader, HEADER_BYTES, crc_matches};
 use crate::error::{IoContext, Result};
 use crate::index::Indexes;
 use crate::limits::{INDEX_INTERVAL_BYTES, READ_CHUNK_BYTES};
@@ -67,12 +67,7 @@ pub(crate) enum SegmentRead {
 impl Segment {
     pub fn create(dir: &Path, base_offset: u64, now_ms: i64) -> Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&log_path)
-            .at(&log_path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&log_path).at(&log_path)?;
         Ok(Segment {
             base_offset,
             log_path,
@@ -87,7 +82,13 @@ impl Segment {
 
     /// Opens an existing segment whose content is trusted (a sealed one, or the active one
     /// after a clean shutdown). Indexes are loaded when first needed.
-    pub fn open_trusted(log_path: PathBuf, base_offset: u64, next_offset: u64, last_batch_position: Option<u64>, now_ms: i64) -> Result<Segment> {
+    pub fn open_trusted(
+        log_path: PathBuf,
+        base_offset: u64,
+        next_offset: u64,
+        last_batch_position: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Segment> {
         let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
         let size = file.metadata().at(&log_path)?.len();
         Ok(Segment {
@@ -145,10 +146,15 @@ impl Segment {
         let Some(position) = last_batch_position else { return size == 0 };
         let check = || -> std::io::Result<bool> {
             let file = File::open(path)?;
-            let length = size.checked_sub(position).filter(|&l| l as usize >= HEADER_BYTES).ok_or(std::io::ErrorKind::InvalidData)?;
+            let length = size
+                .checked_sub(position)
+                .filter(|&l| l as usize >= HEADER_BYTES)
+                .ok_or(std::io::ErrorKind::InvalidData)?;
             let mut batch = vec![0u8; length as usize];
             file.read_exact_at(&mut batch, position)?;
-            Ok(BatchHeader::parse(&batch).is_ok_and(|h| h.size_bytes as u64 == length && h.next_offset() == next_offset && crc_matches(&batch, &h)))
+            Ok(BatchHeader::parse(&batch).is_ok_and(|h| {
+                h.size_bytes as u64 == length && h.next_offset() == next_offset && crc_matches(&batch, &h)
+            }))
         };
         check().unwrap_or(false)
     }
@@ -167,7 +173,13 @@ impl Segment {
         let mut at = position;
         for header in batches {
             let relative = (header.base_offset - self.base_offset) as u32;
-            indexes.observe(relative, at as u32, header.max_timestamp_ms, header.size_bytes as u64, INDEX_INTERVAL_BYTES);
+            indexes.observe(
+                relative,
+                at as u32,
+                header.max_timestamp_ms,
+                header.size_bytes as u64,
+                INDEX_INTERVAL_BYTES,
+            );
             at += header.size_bytes as u64;
         }
         drop(guard);
@@ -240,7 +252,14 @@ impl Segment {
     /// Reads whole batches holding offsets at or after `from` and below `end`, appending them
     /// to `out` until `bytes_budget` is used (at least one batch overall is returned when
     /// `out` is empty). Every batch's CRC is checked before it is served.
-    pub fn read(&self, from: u64, end: u64, bytes_budget: &mut usize, records_budget: &mut usize, out: &mut Vec<Bytes>) -> Result<SegmentRead> {
+    pub fn read(
+        &self,
+        from: u64,
+        end: u64,
+        bytes_budget: &mut usize,
+        records_budget: &mut usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<SegmentRead> {
         let mut position = self.position_for(from)?;
         let limit = self.size();
         loop {
@@ -253,7 +272,12 @@ impl Segment {
             while at < chunk.len() {
                 let header = match BatchHeader::parse(&chunk[at..]) {
                     Ok(header) => header,
-                    Err(_) if chunk.len() - at < HEADER_BYTES && position + (at as u64) + (HEADER_BYTES as u64) <= limit => break,
+                    Err(_)
+                        if chunk.len() - at < HEADER_BYTES
+                            && position + (at as u64) + (HEADER_BYTES as u64) <= limit =>
+                    {
+                        break;
+                    }
                     Err(cause) => return Ok(self.corrupt(position + at as u64, from, cause)),
                 };
                 if header.base_offset >= end {
@@ -261,7 +285,11 @@ impl Segment {
                 }
                 let batch_position = position + at as u64;
                 if batch_position + header.size_bytes as u64 > limit {
-                    return Ok(self.corrupt(batch_position, header.base_offset, "batch runs past the end of the segment".into()));
+                    return Ok(self.corrupt(
+                        batch_position,
+                        header.base_offset,
+                        "batch runs past the end of the segment".into(),
+                    ));
                 }
                 if header.next_offset() <= from {
                     at += header.size_bytes;
@@ -336,7 +364,10 @@ pub(crate) fn scan(file: &File, path: &Path, base_offset: u64) -> Result<Scan> {
             };
             let batch_position = position + at as u64;
             if header.base_offset != expected {
-                break 'scan Some((batch_position, format!("base offset {} where {expected} was expected", header.base_offset)));
+                break 'scan Some((
+                    batch_position,
+                    format!("base offset {} where {expected} was expected", header.base_offset),
+                ));
             }
             if batch_position + header.size_bytes as u64 > file_size {
                 break 'scan Some((batch_position, "batch cut short by the end of the file".into()));
@@ -353,12 +384,24 @@ pub(crate) fn scan(file: &File, path: &Path, base_offset: u64) -> Result<Scan> {
                 break 'scan Some((batch_position, "CRC-32C mismatch".into()));
             }
             let relative = (header.base_offset - base_offset) as u32;
-            indexes.observe(relative, batch_position as u32, header.max_timestamp_ms, header.size_bytes as u64, INDEX_INTERVAL_BYTES);
+            indexes.observe(
+                relative,
+                batch_position as u32,
+                header.max_timestamp_ms,
+                header.size_bytes as u64,
+                INDEX_INTERVAL_BYTES,
+            );
             expected = header.next_offset();
             last_batch_position = Some(batch_position);
             at += header.size_bytes;
         }
         position += at as u64;
     };
-    Ok(Scan { valid_bytes: damage.as_ref().map_or(file_size, |(p, _)| *p), next_offset: expected, last_batch_position, indexes, damage })
+    Ok(Scan {
+        valid_bytes: damage.as_ref().map_or(file_size, |(p, _)| *p),
+        next_offset: expected,
+        last_batch_position,
+        indexes,
+        damage,
+    })
 }

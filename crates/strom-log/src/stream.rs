@@ -40,7 +40,10 @@ impl StreamConfig {
             return fail(format!("partitions must be 1 to {PARTITIONS_PER_STREAM_MAX}, not {}", self.partitions));
         }
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
-            return fail(format!("segment_bytes must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}, not {}", self.segment_bytes));
+            return fail(format!(
+                "segment_bytes must be {SEGMENT_BYTES_MIN} to {SEGMENT_BYTES_MAX}, not {}",
+                self.segment_bytes
+            ));
         }
         if self.segment_ms == 0 || self.segment_ms > i64::MAX as u64 {
             return fail(format!("segment_ms must be positive, not {}", self.segment_ms));

@@ -102,7 +102,12 @@ async fn concurrent_single_record_appends_all_land_once() {
         tasks.push(tokio::spawn(async move {
             let mut offsets = Vec::new();
             for n in 0..20 {
-                let appended = stream.partition(0).unwrap().append(batch(&format!("w{writer}n{n}"), 1, 1), Durability::Sync).await.unwrap();
+                let appended = stream
+                    .partition(0)
+                    .unwrap()
+                    .append(batch(&format!("w{writer}n{n}"), 1, 1), Durability::Sync)
+                    .await
+                    .unwrap();
                 offsets.push(appended.base_offset);
             }
             offsets
@@ -124,7 +129,10 @@ async fn streams_are_created_listed_and_deleted() {
     let log = open(dir.path());
     log.create_stream("a", stream_config(3, 1 << 20)).await.unwrap();
     assert!(matches!(log.create_stream("a", stream_config(1, 1 << 20)).await, Err(LogError::StreamExists(_))));
-    assert!(matches!(log.create_stream("a/b", stream_config(1, 1 << 20)).await, Err(LogError::InvalidStreamName { .. })));
+    assert!(matches!(
+        log.create_stream("a/b", stream_config(1, 1 << 20)).await,
+        Err(LogError::InvalidStreamName { .. })
+    ));
     assert!(matches!(log.create_stream("z", stream_config(0, 1 << 20)).await, Err(LogError::InvalidConfig(_))));
     log.create_stream("b", stream_config(1, 1 << 20)).await.unwrap();
     fill(&log, "b", 2, 2).await;

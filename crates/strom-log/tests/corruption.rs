@@ -24,7 +24,9 @@ fn check_damage_is_refused_not_cut(log: &strom_log::Log, first: &std::path::Path
     let stream = log.stream("s").unwrap();
     let partition = stream.partition(0).unwrap();
     let error = read_all(log, "s").unwrap_err();
-    let LogError::CorruptRecords { offset, segment, .. } = error else { panic!("expected CorruptRecords, got {error}") };
+    let LogError::CorruptRecords { offset, segment, .. } = error else {
+        panic!("expected CorruptRecords, got {error}")
+    };
     assert_eq!(segment, 0);
     assert!(offset > 0 && offset < 100, "the damage is inside the first segment: offset {offset}");
     // The same range keeps failing; it is neither served nor cut away.
@@ -34,7 +36,8 @@ fn check_damage_is_refused_not_cut(log: &strom_log::Log, first: &std::path::Path
     let before = partition.read_records(0, 1, 100).unwrap();
     assert_eq!(before.records.len(), 1);
     let later = partition.read_records(250, 50, 1 << 20).unwrap();
-    let later_values: Vec<String> = later.records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()).collect();
+    let later_values: Vec<String> =
+        later.records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()).collect();
     assert_eq!(later_values, values[250..300]);
 }
 

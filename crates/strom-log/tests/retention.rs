@@ -10,7 +10,8 @@ async fn sealed_segments_past_retention_time_are_deleted_and_reads_below_start_a
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let log = Log::open(config(dir.path(), clock.clone())).unwrap();
-    let stream_config = StreamConfig { partitions: 1, segment_bytes: 4096, retention_ms: Some(60_000), ..StreamConfig::default() };
+    let stream_config =
+        StreamConfig { partitions: 1, segment_bytes: 4096, retention_ms: Some(60_000), ..StreamConfig::default() };
     log.create_stream("s", stream_config).await.unwrap();
     let stream = log.stream("s").unwrap();
     let partition = stream.partition(0).unwrap();
@@ -30,7 +31,9 @@ async fn sealed_segments_past_retention_time_are_deleted_and_reads_below_start_a
     // Every new record (offsets 150..300) is kept; only segments of old records went.
     assert!(start > 0 && start <= 150, "start {start}");
     assert_eq!(log.enforce_retention(), 0, "what remains is within retention");
-    assert!(matches!(partition.read(0, 1, 100), Err(LogError::OffsetOutOfRange { log_start_offset, .. }) if log_start_offset == start));
+    assert!(
+        matches!(partition.read(0, 1, 100), Err(LogError::OffsetOutOfRange { log_start_offset, .. }) if log_start_offset == start)
+    );
     let read = partition.read_records(start, 1000, 1 << 20).unwrap();
     assert_eq!(read.records.last().unwrap().offset, 299);
     // The same after a restart: the start offset comes from the first remaining segment.
@@ -45,7 +48,13 @@ async fn sealed_segments_past_retention_time_are_deleted_and_reads_below_start_a
 async fn retention_bytes_keeps_the_partition_under_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    let stream_config = StreamConfig { partitions: 1, segment_bytes: 4096, retention_ms: None, retention_bytes: Some(16_384), ..StreamConfig::default() };
+    let stream_config = StreamConfig {
+        partitions: 1,
+        segment_bytes: 4096,
+        retention_ms: None,
+        retention_bytes: Some(16_384),
+        ..StreamConfig::default()
+    };
     log.create_stream("s", stream_config).await.unwrap();
     fill(&log, "s", 200, 5).await;
     let stream = log.stream("s").unwrap();

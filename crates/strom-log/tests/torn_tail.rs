@@ -32,7 +32,11 @@ async fn recovery_keeps_exactly_the_complete_batches() {
         let log = open(dir.path());
         let complete = ends.iter().filter(|&&end| end <= cut).count();
         let boundary = if complete == 0 { 0 } else { ends[complete - 1] };
-        assert_eq!(std::fs::metadata(&segment).unwrap().len() as usize, boundary, "truncated to the last complete batch, cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len() as usize,
+            boundary,
+            "truncated to the last complete batch, cut at {cut}"
+        );
         let read = read_all(&log, "s").unwrap();
         assert_eq!(read, values[..complete * 3], "cut at byte {cut}");
         let partition = log.stream("s").unwrap();
