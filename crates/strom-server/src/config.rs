@@ -189,7 +189,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        let positive = |name: &str, value: u64| if value == 0 { Err(format!("{name} must be positive")) } else { Ok(()) };
+        let positive =
+            |name: &str, value: u64| if value == 0 { Err(format!("{name} must be positive")) } else { Ok(()) };
         positive("http.body_bytes_max", self.http.body_bytes_max as u64)?;
         positive("http.event_bytes_max", self.http.event_bytes_max as u64)?;
         positive("http.tail_connections_max", self.http.tail_connections_max as u64)?;

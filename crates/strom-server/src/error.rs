@@ -1,8 +1,8 @@
 //! The one error shape of the HTTP API: `{"error": {"code", "message", "detail"}}`.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use strom_log::LogError;
 
 #[derive(Debug)]
@@ -56,12 +56,16 @@ impl From<LogError> for ApiError {
             LogError::StreamNotFound(stream) => {
                 ApiError::new(StatusCode::NOT_FOUND, "stream_not_found", message).with_detail(json!({"stream": stream}))
             }
-            LogError::PartitionNotFound { stream, partition } => ApiError::new(StatusCode::NOT_FOUND, "partition_not_found", message)
-                .with_detail(json!({"stream": stream, "partition": partition})),
+            LogError::PartitionNotFound { stream, partition } => {
+                ApiError::new(StatusCode::NOT_FOUND, "partition_not_found", message)
+                    .with_detail(json!({"stream": stream, "partition": partition}))
+            }
             LogError::StreamExists(stream) => {
                 ApiError::new(StatusCode::CONFLICT, "stream_exists", message).with_detail(json!({"stream": stream}))
             }
-            LogError::InvalidStreamName { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_stream_name", message),
+            LogError::InvalidStreamName { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_stream_name", message)
+            }
             LogError::InvalidConfig(_) | LogError::InvalidBatch(_) => ApiError::invalid(message),
             LogError::TooManyStreams { .. } => ApiError::new(StatusCode::CONFLICT, "too_many_streams", message),
             LogError::OffsetOutOfRange { offset, log_start_offset, log_end_offset } => {

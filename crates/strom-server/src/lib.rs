@@ -15,7 +15,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use strom_log::{Log, LogError};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 
 pub use api::produce::REQUEST_EVENTS_MAX;
 pub use config::{Config, LogFormat, ServeArgs};
@@ -38,7 +38,9 @@ pub fn serve(args: ServeArgs) -> Result<(), ServerError> {
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("strom").build()?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(config.http.addr).await.map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
+        let listener = TcpListener::bind(config.http.addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
         run(config, listener, shutdown_signal()).await
     })
 }
@@ -46,7 +48,11 @@ pub fn serve(args: ServeArgs) -> Result<(), ServerError> {
 /// Runs the server on an already bound listener until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish, and closes the log (sync + checkpoints).
 /// Prints `listening http://ADDR` on stdout once it serves.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let metrics = metrics_handle();
     let log_config = config.log_config();
     let opened = std::time::Instant::now();
@@ -127,7 +133,10 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let seconds = [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let seconds = [
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
             let counts = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
@@ -141,10 +150,12 @@ fn metrics_handle() -> PrometheusHandle {
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("strom-metrics".into())
-                .spawn(move || loop {
-                    // Histograms are drained into their buckets here, keeping their memory bounded.
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
+                .spawn(move || {
+                    loop {
+                        // Histograms are drained into their buckets here, keeping their memory bounded.
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
                 })
                 .expect("spawn the metrics upkeep thread");
             handle

@@ -3,13 +3,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_created_described_listed_and_deleted() {
     let server = TestServer::start().await;
-    let (status, body) = server.post("/v1/streams", &json!({"name": "clicks", "partitions": 3, "retention_ms": null})).await;
+    let (status, body) =
+        server.post("/v1/streams", &json!({"name": "clicks", "partitions": 3, "retention_ms": null})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["config"]["partitions"], 3);
     assert_eq!(body["config"]["retention_ms"], Value::Null);
@@ -37,7 +38,9 @@ async fn streams_are_created_described_listed_and_deleted() {
 async fn produced_events_are_read_back_by_offset_and_timestamp() {
     let server = TestServer::start().await;
     server.create_stream("shop", 4).await;
-    let events: Vec<Value> = (0..20).map(|i| json!({"type": "track", "event": "AddToCart", "userId": format!("u{}", i % 3), "n": i})).collect();
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"type": "track", "event": "AddToCart", "userId": format!("u{}", i % 3), "n": i}))
+        .collect();
     let (status, body) = server.post("/v1/streams/shop/events", &json!(events)).await;
     assert_eq!(status, 200, "{body}");
     let results = body["results"].as_array().unwrap();
@@ -50,7 +53,8 @@ async fn produced_events_are_read_back_by_offset_and_timestamp() {
     // Every event is where its result says.
     for (i, result) in results.iter().enumerate() {
         let (partition, offset) = (result["partition"].as_u64().unwrap(), result["offset"].as_u64().unwrap());
-        let (status, read) = server.get(&format!("/v1/streams/shop/partitions/{partition}/events?offset={offset}&max_records=1")).await;
+        let (status, read) =
+            server.get(&format!("/v1/streams/shop/partitions/{partition}/events?offset={offset}&max_records=1")).await;
         assert_eq!(status, 200, "{read}");
         assert_eq!(read["events"][0]["value"], events[i]);
         assert_eq!(read["events"][0]["offset"], offset);
@@ -88,7 +92,12 @@ async fn bad_input_gets_a_precise_error() {
         ("/v1/streams/s/events", b"\"text\"".to_vec(), 400, "malformed_json"),
         ("/v1/streams/s/events", vec![b'{', 0xff, b'}'], 400, "malformed_json"),
         ("/v1/streams/s/events", format!("{{\"big\":\"{}\"}}", "x".repeat(2000)).into_bytes(), 413, "event_too_large"),
-        ("/v1/streams/s/events", format!("[{}]", vec!["{\"a\":1}"; 1000].join(",")).into_bytes(), 413, "body_too_large"),
+        (
+            "/v1/streams/s/events",
+            format!("[{}]", vec!["{\"a\":1}"; 1000].join(",")).into_bytes(),
+            413,
+            "body_too_large",
+        ),
         ("/v1/streams/nope/events", b"{}".to_vec(), 404, "stream_not_found"),
         ("/v1/streams/s/events?partition=2", b"{}".to_vec(), 404, "partition_not_found"),
         ("/v1/streams/s/events?durability=maybe", b"{}".to_vec(), 400, "invalid_request"),
@@ -130,15 +139,22 @@ async fn oversized_and_overloaded_requests_are_refused_early() {
     server.create_stream("s", 1).await;
     // 100 MB declared, nothing sent: the answer comes at once.
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    socket.write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n").await.unwrap();
+    socket
+        .write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n")
+        .await
+        .unwrap();
     let answer = read_head(&mut socket).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Hold the whole budget with a request whose body never finishes...
     let mut holder = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    holder.write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nhost: x\r\ncontent-length: 4096\r\n\r\n{\"a\":").await.unwrap();
+    holder
+        .write_all(b"POST /v1/streams/s/events HTTP/1.1\r\nhost: x\r\ncontent-length: 4096\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // ...so the next one is told to come back.
-    let response = server.client.post(format!("{}/v1/streams/s/events", server.url)).body("{\"b\":1}").send().await.unwrap();
+    let response =
+        server.client.post(format!("{}/v1/streams/s/events", server.url)).body("{\"b\":1}").send().await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
     let (status, body) = status_and_json(response).await;
@@ -151,7 +167,10 @@ async fn oversized_and_overloaded_requests_are_refused_early() {
 
 async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
     let mut buffer = vec![0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer)).await.expect("an answer in time").unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
     String::from_utf8_lossy(&buffer[..read]).into_owned()
 }
 
@@ -167,7 +186,11 @@ async fn long_poll_waits_for_data_and_returns_it() {
     let poll = {
         let (client, url) = (server.client.clone(), server.url.clone());
         tokio::spawn(async move {
-            let response = client.get(format!("{url}/v1/streams/s/partitions/0/events?offset=0&wait_ms=20000")).send().await.unwrap();
+            let response = client
+                .get(format!("{url}/v1/streams/s/partitions/0/events?offset=0&wait_ms=20000"))
+                .send()
+                .await
+                .unwrap();
             status_and_json(response).await
         })
     };
@@ -193,19 +216,29 @@ async fn consumer_groups_commit_never_regress_and_survive_a_restart() {
     let (_, page) = server.get("/v1/groups/g1/streams/s/events").await;
     assert_eq!(page["events"], json!([]), "everything was committed");
     // Backwards is refused; beyond the end is refused.
-    let (status, body) = server.post("/v1/groups/g1/offsets", &json!({"stream": "s", "offsets": [{"partition": 0, "offset": 0}]})).await;
-    let committed_0 = offsets.as_array().unwrap().iter().find(|o| o["partition"] == 0).map(|o| o["offset"].as_u64().unwrap());
+    let (status, body) =
+        server.post("/v1/groups/g1/offsets", &json!({"stream": "s", "offsets": [{"partition": 0, "offset": 0}]})).await;
+    let committed_0 =
+        offsets.as_array().unwrap().iter().find(|o| o["partition"] == 0).map(|o| o["offset"].as_u64().unwrap());
     if committed_0.is_some_and(|o| o > 0) {
         assert_error(status, &body, 409, "offset_regression");
     }
-    let (status, body) = server.post("/v1/groups/g1/offsets", &json!({"stream": "s", "offsets": [{"partition": 0, "offset": 999}]})).await;
+    let (status, body) = server
+        .post("/v1/groups/g1/offsets", &json!({"stream": "s", "offsets": [{"partition": 0, "offset": 999}]}))
+        .await;
     assert_error(status, &body, 416, "offset_out_of_range");
     // Lag appears in the group's offsets and in /metrics.
     server.post("/v1/streams/s/events?partition=1", &json!([{"x": 1}, {"x": 2}])).await;
     let (_, body) = server.get("/v1/groups/g1/offsets").await;
-    let partition_1 = body["streams"][0]["partitions"].as_array().unwrap().iter().find(|p| p["partition"] == 1).cloned().unwrap();
+    let partition_1 =
+        body["streams"][0]["partitions"].as_array().unwrap().iter().find(|p| p["partition"] == 1).cloned().unwrap();
     assert_eq!(partition_1["lag"], 2, "{body}");
-    assert!(server.metrics().await.contains("strom_consumer_group_lag_records{group=\"g1\",stream=\"s\",partition=\"1\"} 2"));
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("strom_consumer_group_lag_records{group=\"g1\",stream=\"s\",partition=\"1\"} 2")
+    );
     // Committed offsets survive a restart; reset moves them back on request.
     let server = server.restart().await;
     let (_, page) = server.get("/v1/groups/g1/streams/s/events?commit=true").await;
@@ -216,7 +249,9 @@ async fn consumer_groups_commit_never_regress_and_survive_a_restart() {
     assert_eq!(status, 200, "{body}");
     let (_, page) = server.get("/v1/groups/g1/streams/s/events?max_records=100").await;
     assert_eq!(page["events"].as_array().unwrap().len(), 12);
-    let (status, body) = server.post("/v1/groups/g1/offsets/reset", &json!({"stream": "s", "to": {"offset": 1}, "partitions": [1]})).await;
+    let (status, body) = server
+        .post("/v1/groups/g1/offsets/reset", &json!({"stream": "s", "to": {"offset": 1}, "partitions": [1]}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = server.post("/v1/groups/g1/offsets/reset", &json!({"stream": "s", "to": "sideways"})).await;
     assert_error(status, &body, 400, "malformed_json");
@@ -236,7 +271,11 @@ async fn live_tail_streams_new_records_as_server_sent_events() {
     server.post("/v1/streams/s/events", &json!({"new": 1, "userId": "a"})).await;
     let mut seen = String::new();
     while !seen.contains("\"new\":1") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await.expect("a record in time").unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("a record in time")
+            .unwrap()
+            .unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains("event: record"), "{seen}");
@@ -275,7 +314,10 @@ async fn a_graceful_restart_keeps_everything() {
     let (_, body) = server.post("/v1/streams/s/events", &json!(events)).await;
     let server = server.restart().await;
     for (i, result) in body["results"].as_array().unwrap().iter().enumerate() {
-        let path = format!("/v1/streams/s/partitions/{}/events?offset={}&max_records=1", result["partition"], result["offset"]);
+        let path = format!(
+            "/v1/streams/s/partitions/{}/events?offset={}&max_records=1",
+            result["partition"], result["offset"]
+        );
         let (_, read) = server.get(&path).await;
         assert_eq!(read["events"][0]["value"]["i"], i);
     }

@@ -4,21 +4,22 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, Uri};
+use axum::http::{Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use strom_log::{validate_stream_name, CommitMode, LogError, Stream};
+use serde_json::{Value, json};
+use strom_log::{CommitMode, LogError, Stream, validate_stream_name};
 
-use super::read::{wait_for_data, write_record, Page};
-use super::{blocking, json_body, query, AppState, ADMIN_BODY_BYTES_MAX};
+use super::read::{Page, wait_for_data, write_record};
+use super::{ADMIN_BODY_BYTES_MAX, AppState, blocking, json_body, query};
 use crate::error::ApiError;
 
 fn check_group(group: &str) -> Result<(), ApiError> {
-    validate_stream_name(group).map_err(|_| ApiError::invalid(format!("invalid group name {group:?}: use [A-Za-z0-9._-]{{1,249}}")))
+    validate_stream_name(group)
+        .map_err(|_| ApiError::invalid(format!("invalid group name {group:?}: use [A-Za-z0-9._-]{{1,249}}")))
 }
 
 pub(super) async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -58,7 +59,11 @@ fn position(state: &AppState, group: &str, stream: &Stream, partition: u32, rese
     })
 }
 
-pub(super) async fn read(State(state): State<Arc<AppState>>, Path((group, stream_name)): Path<(String, String)>, uri: Uri) -> Result<Response, ApiError> {
+pub(super) async fn read(
+    State(state): State<Arc<AppState>>,
+    Path((group, stream_name)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     check_group(&group)?;
     let params: GroupReadParams = query(&uri)?;
     let page = Page::new(params.max_records, params.max_bytes, params.wait_ms)?;
@@ -71,7 +76,9 @@ pub(super) async fn read(State(state): State<Arc<AppState>>, Path((group, stream
     for &partition in &partitions {
         positions.push((partition, position(&state, &group, &stream, partition, params.reset)?));
     }
-    let has_data = |positions: &[(u32, u64)]| positions.iter().any(|&(p, offset)| stream.partitions()[p as usize].log_end_offset() > offset);
+    let has_data = |positions: &[(u32, u64)]| {
+        positions.iter().any(|&(p, offset)| stream.partitions()[p as usize].log_end_offset() > offset)
+    };
     if !page.wait.is_zero() && !has_data(&positions) {
         let waits: Vec<_> = positions.iter().map(|&(p, offset)| (&stream.partitions()[p as usize], offset)).collect();
         wait_for_data(&waits, page.wait, state.shutdown.clone()).await;
@@ -90,7 +97,8 @@ pub(super) async fn read(State(state): State<Arc<AppState>>, Path((group, stream
                 continue;
             }
             records_left -= read.records.len();
-            bytes_left = bytes_left.saturating_sub(read.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum());
+            bytes_left =
+                bytes_left.saturating_sub(read.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum());
             reads.push((partition, read));
         }
         Ok(reads)
@@ -139,7 +147,11 @@ fn committed_response(offsets: &[(u32, u64)]) -> Json<Value> {
     Json(json!({"committed": committed}))
 }
 
-pub(super) async fn commit(State(state): State<Arc<AppState>>, Path(group): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+pub(super) async fn commit(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     check_group(&group)?;
     let request: CommitRequest = json_body(body, ADMIN_BODY_BYTES_MAX).await?;
     let stream = state.log.stream(&request.stream)?;
@@ -148,7 +160,12 @@ pub(super) async fn commit(State(state): State<Arc<AppState>>, Path(group): Path
         let p = stream.partition(partition)?;
         let end = p.log_end_offset();
         if offset > end {
-            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: p.log_start_offset(), log_end_offset: end }.into());
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: p.log_start_offset(),
+                log_end_offset: end,
+            }
+            .into());
         }
         offsets.push((partition, offset));
     }
@@ -179,7 +196,11 @@ enum NamedPosition {
     Latest,
 }
 
-pub(super) async fn reset(State(state): State<Arc<AppState>>, Path(group): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+pub(super) async fn reset(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     check_group(&group)?;
     let request: ResetRequest = json_body(body, ADMIN_BODY_BYTES_MAX).await?;
     let stream = state.log.stream(&request.stream)?;
@@ -199,7 +220,14 @@ pub(super) async fn reset(State(state): State<Arc<AppState>>, Path(group): Path<
                     ResetTo::Named(NamedPosition::Earliest) => start,
                     ResetTo::Named(NamedPosition::Latest) => end,
                     ResetTo::Offset { offset } if (start..=end).contains(&offset) => offset,
-                    ResetTo::Offset { offset } => return Err(LogError::OffsetOutOfRange { offset, log_start_offset: start, log_end_offset: end }.into()),
+                    ResetTo::Offset { offset } => {
+                        return Err(LogError::OffsetOutOfRange {
+                            offset,
+                            log_start_offset: start,
+                            log_end_offset: end,
+                        }
+                        .into());
+                    }
                     ResetTo::Timestamp { timestamp } => p.offset_for_timestamp(timestamp)?.unwrap_or(end),
                 };
                 Ok((partition, offset))
@@ -211,7 +239,10 @@ pub(super) async fn reset(State(state): State<Arc<AppState>>, Path(group): Path<
     Ok(committed_response(&offsets))
 }
 
-pub(super) async fn offsets(State(state): State<Arc<AppState>>, Path(group): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn offsets(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     check_group(&group)?;
     let mut streams: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (g, stream, partition, offset) in state.log.groups().all() {
@@ -223,6 +254,7 @@ pub(super) async fn offsets(State(state): State<Arc<AppState>>, Path(group): Pat
             "partition": partition, "offset": offset, "log_end_offset": end, "lag": end.map(|e| e.saturating_sub(offset)),
         }));
     }
-    let streams: Vec<Value> = streams.into_iter().map(|(stream, partitions)| json!({"stream": stream, "partitions": partitions})).collect();
+    let streams: Vec<Value> =
+        streams.into_iter().map(|(stream, partitions)| json!({"stream": stream, "partitions": partitions})).collect();
     Ok(Json(json!({"group": group, "streams": streams})))
 }

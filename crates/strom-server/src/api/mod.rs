@@ -5,8 +5,8 @@ pub(crate) mod produce;
 mod read;
 mod streams;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use strom_log::Log;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -61,7 +61,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// Counts and times every request by route, method and status.
 async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -89,13 +90,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if *state.shutdown.borrow() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping").into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping")
+            .into_response();
     }
     let poisoned = state.log.poisoned();
     if poisoned.is_empty() {
         return Json(json!({"status": "ready"})).into_response();
     }
-    let detail: Vec<_> = poisoned.iter().map(|(s, p, cause)| json!({"stream": s, "partition": p, "cause": cause})).collect();
+    let detail: Vec<_> =
+        poisoned.iter().map(|(s, p, cause)| json!({"stream": s, "partition": p, "cause": cause})).collect();
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "partition_unavailable", "some partitions are poisoned")
         .with_detail(json!(detail))
         .into_response()
@@ -109,8 +112,12 @@ pub(crate) fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Api
 }
 
 /// Runs blocking file reads off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()))?
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()))?
 }
 
 /// Reads a small JSON body (admin and commit requests) with a byte limit.

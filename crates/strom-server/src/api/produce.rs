@@ -3,23 +3,23 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::json;
 use serde_json::value::RawValue;
 use strom_log::{Durability, EncodedBatch, RecordIn};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{query, AppState};
+use super::{AppState, query};
 use crate::error::ApiError;
 use crate::partitioner::partition_for_key;
 
@@ -72,24 +72,39 @@ pub(super) async fn produce(
     for (index, raw) in events.iter().enumerate() {
         let text = raw.get();
         if text.len() > event_bytes_max {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", format!("event {index} has {} bytes; the limit is {event_bytes_max}", text.len()))
-                .with_detail(json!({"index": index, "bytes": text.len(), "limit": event_bytes_max})));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event_too_large",
+                format!("event {index} has {} bytes; the limit is {event_bytes_max}", text.len()),
+            )
+            .with_detail(json!({"index": index, "bytes": text.len(), "limit": event_bytes_max})));
         }
         if !text.starts_with('{') {
-            return Err(ApiError::invalid(format!("event {index} is not a JSON object")).with_detail(json!({"index": index})));
+            return Err(
+                ApiError::invalid(format!("event {index} is not a JSON object")).with_detail(json!({"index": index}))
+            );
         }
         let key = match &params.key {
             Some(key) => Some(key.clone()),
-            None => key_of(text, &key_fields).map_err(|error| ApiError::malformed(format!("event {index}: {error}")))?,
+            None => {
+                key_of(text, &key_fields).map_err(|error| ApiError::malformed(format!("event {index}: {error}")))?
+            }
         };
         let partition = match (params.partition, &key) {
             (Some(partition), _) => partition,
             (None, Some(key)) => partition_for_key(key.as_bytes(), partitions),
-            (None, None) => *sticky.get_or_insert_with(|| (state.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions)) as u32),
+            (None, None) => *sticky.get_or_insert_with(|| {
+                (state.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions)) as u32
+            }),
         };
         let entry = by_partition.entry(partition).or_default();
         entry.0.push(index);
-        entry.1.push(RecordIn { key: key.map(Bytes::from), value: Some(body.slice_ref(text.as_bytes())), timestamp_ms: now_ms, headers: Vec::new() });
+        entry.1.push(RecordIn {
+            key: key.map(Bytes::from),
+            value: Some(body.slice_ref(text.as_bytes())),
+            timestamp_ms: now_ms,
+            headers: Vec::new(),
+        });
     }
     let durability = match params.durability {
         DurabilityParam::Sync => Durability::Sync,
@@ -131,12 +146,18 @@ fn results_response(results: &[(u32, u64)]) -> Response {
 
 /// Reads a request body up to the configured limit, holding its bytes against the in-flight
 /// budget. A declared length over the limit is refused before anything is read.
-pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let max = state.config.http.body_bytes_max;
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes")).with_detail(json!({"limit": max}))
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes"))
+            .with_detail(json!({"limit": max}))
     };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > max) {
         return Err(too_large());
     }
@@ -157,7 +178,8 @@ pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body)
 
 /// One object or an array of objects, each kept as the raw JSON text it was sent as.
 fn parse_events(body: &Bytes) -> Result<Vec<&RawValue>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|error| ApiError::malformed(format!("the body is not UTF-8: {error}")))?;
+    let text =
+        std::str::from_utf8(body).map_err(|error| ApiError::malformed(format!("the body is not UTF-8: {error}")))?;
     let events: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
         Some(b'[') => serde_json::from_str(text).map_err(|error| ApiError::malformed(error.to_string()))?,
         Some(b'{') => vec![serde_json::from_str(text).map_err(|error| ApiError::malformed(error.to_string()))?],
@@ -167,7 +189,11 @@ fn parse_events(body: &Bytes) -> Result<Vec<&RawValue>, ApiError> {
         return Err(ApiError::invalid("no events"));
     }
     if events.len() > REQUEST_EVENTS_MAX {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("{} events; a request holds at most {REQUEST_EVENTS_MAX}", events.len())));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("{} events; a request holds at most {REQUEST_EVENTS_MAX}", events.len()),
+        ));
     }
     Ok(events)
 }

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{header, Uri};
+use axum::http::{Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use strom_log::{Partition, RecordOut, Stream};
 use tokio::sync::{mpsc, watch};
 
-use super::{blocking, partition_number, query, AppState};
+use super::{AppState, blocking, partition_number, query};
 use crate::error::ApiError;
 
 pub(crate) const MAX_RECORDS_MAX: usize = 10_000;
@@ -86,8 +86,12 @@ pub(super) async fn read_partition(
     if !page.wait.is_zero() && from == handle.log_end_offset() {
         wait_for_data(&[(handle, from)], page.wait, state.shutdown.clone()).await;
     }
-    let read = blocking(move || Ok(stream.partition(partition)?.read_records(from, page.max_records, page.max_bytes)?)).await?;
-    let mut out = Vec::with_capacity(128 + read.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 96).sum::<usize>());
+    let read =
+        blocking(move || Ok(stream.partition(partition)?.read_records(from, page.max_records, page.max_bytes)?))
+            .await?;
+    let mut out = Vec::with_capacity(
+        128 + read.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 96).sum::<usize>(),
+    );
     out.extend_from_slice(b"{\"events\":[");
     for (i, record) in read.records.iter().enumerate() {
         if i > 0 {
@@ -105,7 +109,11 @@ pub(super) async fn read_partition(
 
 /// Waits until any of the partitions has data past its position, the wait ends, or the
 /// server shuts down.
-pub(crate) async fn wait_for_data(positions: &[(&Partition, u64)], wait: Duration, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn wait_for_data(
+    positions: &[(&Partition, u64)],
+    wait: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if positions.is_empty() {
         return;
     }
@@ -157,7 +165,11 @@ enum TailFrom {
     Start,
 }
 
-pub(super) async fn tail(State(state): State<Arc<AppState>>, Path(stream_name): Path<String>, uri: Uri) -> Result<Response, ApiError> {
+pub(super) async fn tail(
+    State(state): State<Arc<AppState>>,
+    Path(stream_name): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let params: TailParams = query(&uri)?;
     let stream = state.log.stream(&stream_name)?;
     let partitions: Vec<u32> = match params.partition {
@@ -178,19 +190,26 @@ pub(super) async fn tail(State(state): State<Arc<AppState>>, Path(stream_name): 
         let _permit = permit;
         follow(stream, positions, sender, shutdown).await;
     });
-    let events = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|event| event.map(Ok::<_, Infallible>)));
+    let events =
+        futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|event| event.map(Ok::<_, Infallible>)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(TAIL_WAIT).text("keepalive")).into_response())
 }
 
 /// Feeds a tail until the client leaves or the server stops. The channel is bounded: a slow
 /// client slows its own reads, nothing else.
-async fn follow(stream: Arc<Stream>, mut positions: Vec<(u32, u64)>, sender: mpsc::Sender<Event>, shutdown: watch::Receiver<bool>) {
+async fn follow(
+    stream: Arc<Stream>,
+    mut positions: Vec<(u32, u64)>,
+    sender: mpsc::Sender<Event>,
+    shutdown: watch::Receiver<bool>,
+) {
     loop {
         let mut progressed = false;
         for (partition, position) in positions.iter_mut() {
             let (id, from) = (*partition, *position);
             let reader = stream.clone();
-            let read = blocking(move || Ok(reader.partition(id)?.read_records(from, TAIL_PAGE_RECORDS, 1024 * 1024)?)).await;
+            let read =
+                blocking(move || Ok(reader.partition(id)?.read_records(from, TAIL_PAGE_RECORDS, 1024 * 1024)?)).await;
             let read = match read {
                 Ok(read) => read,
                 Err(error) => {
@@ -214,7 +233,8 @@ async fn follow(stream: Arc<Stream>, mut positions: Vec<(u32, u64)>, sender: mps
             return;
         }
         if !progressed {
-            let waits: Vec<(&Partition, u64)> = positions.iter().map(|&(p, offset)| (&stream.partitions()[p as usize], offset)).collect();
+            let waits: Vec<(&Partition, u64)> =
+                positions.iter().map(|&(p, offset)| (&stream.partitions()[p as usize], offset)).collect();
             tokio::select! {
                 _ = wait_for_data(&waits, TAIL_WAIT, shutdown.clone()) => {}
                 _ = sender.closed() => return,

@@ -1,15 +1,15 @@
 use std::sync::Arc;
 
+use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use axum::body::Body;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use strom_log::{Stream, StreamConfig};
 
-use super::{json_body, AppState, ADMIN_BODY_BYTES_MAX};
+use super::{ADMIN_BODY_BYTES_MAX, AppState, json_body};
 use crate::error::ApiError;
 
 /// `POST /v1/streams`. Absent fields take the server's defaults; `null` retention means
@@ -64,12 +64,18 @@ pub(super) async fn create(State(state): State<Arc<AppState>>, body: Body) -> Re
     Ok((StatusCode::CREATED, Json(describe_stream(&stream))).into_response())
 }
 
-pub(super) async fn describe(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn describe(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let stream = state.log.stream(&name)?;
     Ok(Json(describe_stream(&stream)))
 }
 
-pub(super) async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub(super) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.log.delete_stream(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

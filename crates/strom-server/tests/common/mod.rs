@@ -81,7 +81,8 @@ impl TestServer {
     }
 
     pub async fn create_stream(&self, name: &str, partitions: u32) {
-        let (status, body) = self.post("/v1/streams", &serde_json::json!({"name": name, "partitions": partitions})).await;
+        let (status, body) =
+            self.post("/v1/streams", &serde_json::json!({"name": name, "partitions": partitions})).await;
         assert_eq!(status, 201, "{body}");
     }
 
@@ -93,7 +94,11 @@ impl TestServer {
 pub async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")) };
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
     (status, value)
 }
 
