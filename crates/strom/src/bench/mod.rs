@@ -1,0 +1,20 @@
+//! `strom bench`: load generators that measure Strom.
+
+mod http;
+
+use anyhow::Result;
+use clap::Subcommand;
+use reqwest::Url;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Load a running server with produce requests over HTTP and report throughput and latency.
+    Http(http::HttpBenchArgs),
+}
+
+/// Runs a benchmark; `url` is the global `--url`, the server the HTTP bench loads.
+pub fn run(bench: Bench, url: &Url) -> Result<()> {
+    match bench {
+        Bench::Http(args) => http::run(args, url),
+    }
+}
