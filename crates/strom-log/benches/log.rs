@@ -56,7 +56,7 @@ async fn append_throughput(base: &str) {
     let template = batch(100, 1024);
     let batch_bytes = template.size_bytes() as u64;
     let batches = total_bytes / batch_bytes;
-    for appenders in [1u64, 4] {
+    for appenders in [1u64, 4, 16] {
         let dir = tempfile::tempdir_in(base).unwrap();
         let log = Log::open(config(dir.path())).unwrap();
         log.create_stream("bench", stream_config()).await.unwrap();
@@ -84,7 +84,7 @@ async fn append_throughput(base: &str) {
             records as f64 / elapsed,
             records as f64 / fsyncs.max(1) as f64
         );
-        if appenders == 4 {
+        if appenders == 16 {
             let started = Instant::now();
             let mut from = 0;
             let mut bytes = 0usize;
