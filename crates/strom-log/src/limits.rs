@@ -1,8 +1,9 @@
 //! Every bound the log enforces, in one place. docs/ARCHITECTURE.md has the table.
 
 /// Bytes of one record batch (one append). Kafka's `message.max.bytes` is 1 MiB; Strom allows
-/// more because an HTTP request's events for one partition become one batch.
-pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// more because an HTTP request's events for one partition become one batch, which can be up
+/// to twice the body (each event's key is copied out of it) plus per-record overhead.
+pub const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// Records in one batch.
 pub const BATCH_RECORDS_MAX: usize = 100_000;

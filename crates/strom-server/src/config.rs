@@ -27,6 +27,9 @@ pub struct ServeArgs {
     pub log_level: Option<String>,
 }
 
+/// The largest `http.body_bytes_max` allowed.
+pub const BODY_BYTES_MAX: usize = 15 * 1024 * 1024;
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -196,8 +199,10 @@ impl Config {
         positive("http.tail_connections_max", self.http.tail_connections_max as u64)?;
         positive("log.flush_interval_ms", self.log.flush_interval_ms)?;
         positive("log.retention_check_interval_ms", self.log.retention_check_interval_ms)?;
-        if self.http.body_bytes_max > 1 << 30 {
-            return Err("http.body_bytes_max must be at most 1 GiB".into());
+        // A body's events for one partition become one batch of up to about twice the body
+        // (keys are copied out of the events), which must fit the log's batch bound.
+        if self.http.body_bytes_max > BODY_BYTES_MAX {
+            return Err(format!("http.body_bytes_max must be at most {BODY_BYTES_MAX} (15 MiB)"));
         }
         if self.http.event_bytes_max > self.http.body_bytes_max.min(strom_log::limits::BATCH_BYTES_MAX / 2) {
             return Err(format!(
@@ -238,6 +243,7 @@ mod tests {
             ("[http]\naddr = \"nowhere\"", "addr"),
             ("[streams]\npartitions = 0", "partitions"),
             ("[http]\nbody_bytes_max = 0", "http.body_bytes_max"),
+            ("[http]\nbody_bytes_max = 16777216", "http.body_bytes_max"),
             ("[logging]\nformat = \"xml\"", "format"),
             ("colour = true", "colour"),
         ];

@@ -120,17 +120,29 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string()))?
 }
 
-/// Reads a small JSON body (admin and commit requests) with a byte limit.
-pub(crate) async fn json_body<T: DeserializeOwned>(body: axum::body::Body, max: usize) -> Result<T, ApiError> {
+/// Reads a body whole, refusing it with 413 once it passes `max` bytes (nothing beyond the
+/// limit is ever buffered).
+pub(crate) async fn collect_body(body: axum::body::Body, max: usize) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
-    let bytes = Limited::new(body, max).collect().await.map_err(|error| {
+    let collected = Limited::new(body, max).collect().await.map_err(|error| {
         if error.downcast_ref::<LengthLimitError>().is_some() {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes"))
+            body_too_large(max)
         } else {
             ApiError::invalid(format!("could not read the body: {error}"))
         }
     })?;
-    serde_json::from_slice(&bytes.to_bytes()).map_err(|error| ApiError::malformed(error.to_string()))
+    Ok(collected.to_bytes())
+}
+
+pub(crate) fn body_too_large(max: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes"))
+        .with_detail(json!({"limit": max}))
+}
+
+/// Reads a small JSON body (admin and commit requests) with a byte limit.
+pub(crate) async fn json_body<T: DeserializeOwned>(body: axum::body::Body, max: usize) -> Result<T, ApiError> {
+    let bytes = collect_body(body, max).await?;
+    serde_json::from_slice(&bytes).map_err(|error| ApiError::malformed(error.to_string()))
 }
 
 /// Small bodies: stream definitions, commits, resets.

@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::json;
@@ -19,7 +18,7 @@ use serde_json::value::RawValue;
 use strom_log::{Durability, EncodedBatch, RecordIn};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{AppState, query};
+use super::{AppState, body_too_large, collect_body, query};
 use crate::error::ApiError;
 use crate::partitioner::partition_for_key;
 
@@ -152,28 +151,17 @@ pub(crate) async fn read_body(
     body: Body,
 ) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let max = state.config.http.body_bytes_max;
-    let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over {max} bytes"))
-            .with_detail(json!({"limit": max}))
-    };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > max) {
-        return Err(too_large());
+        return Err(body_too_large(max));
     }
     let reserve = declared.unwrap_or(max).max(1) as u32;
     let permit = state.inflight_bytes.clone().try_acquire_many_owned(reserve).map_err(|_| {
         metrics::counter!("strom_http_overloaded_total").increment(1);
         ApiError::overloaded("too many request bytes in flight; retry later")
     })?;
-    let collected = Limited::new(body, max).collect().await.map_err(|error| {
-        if error.downcast_ref::<LengthLimitError>().is_some() {
-            too_large()
-        } else {
-            ApiError::invalid(format!("could not read the body: {error}"))
-        }
-    })?;
-    Ok((collected.to_bytes(), permit))
+    Ok((collect_body(body, max).await?, permit))
 }
 
 /// One object or an array of objects, each kept as the raw JSON text it was sent as.
