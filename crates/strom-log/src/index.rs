@@ -104,15 +104,16 @@ impl Indexes {
     }
 }
 
-/// Writes a small file whole and fsyncs it, through a temporary name so a crash leaves
-/// either the old or the new content.
+/// Writes a small file whole and fsyncs it and its directory, through a temporary name so a
+/// crash leaves either the old or the new content, and the new name is durable on return.
 pub(crate) fn write_synced(path: &Path, content: &[u8]) -> Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = fs::File::create(&temporary).at(&temporary)?;
     file.write_all(content).at(&temporary)?;
     file.sync_data().at(&temporary)?;
     fs::rename(&temporary, path).at(path)?;
-    Ok(())
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 #[cfg(test)]

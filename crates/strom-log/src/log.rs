@@ -10,10 +10,29 @@ use crate::error::{IoContext, LogError, Result};
 use crate::groups::GroupOffsets;
 use crate::index::write_synced;
 use crate::limits::STREAMS_MAX;
-use crate::partition::Partition;
+use crate::partition::{Partition, WriterTiming};
 use crate::stream::{Stream, StreamConfig, validate_stream_name};
 
 const STREAM_FILE: &str = "stream.json";
+const TRASH_DIR: &str = "trash";
+
+/// True when any segment under a stream directory holds bytes.
+fn holds_records(dir: &std::path::Path) -> Result<bool> {
+    for partition in fs::read_dir(dir).at(dir)? {
+        let partition = partition.at(dir)?.path();
+        if !partition.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&partition).at(&partition)? {
+            let file = file.at(&partition)?;
+            let is_log = file.file_name().to_string_lossy().ends_with(".log");
+            if is_log && file.metadata().at(file.path())?.len() > 0 {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
 
 /// How the log is opened.
 #[derive(Clone)]
@@ -23,6 +42,10 @@ pub struct LogConfig {
     pub flush_interval: Duration,
     /// How often retention looks for segments to delete.
     pub retention_check_interval: Duration,
+    /// How often a partition records how far its active segment is synced. Recovery after a
+    /// crash cuts a damaged tail only beyond that point; damage before it is damage to
+    /// acknowledged data and is left in place (the partition then refuses appends).
+    pub checkpoint_interval: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -32,6 +55,7 @@ impl LogConfig {
             dir: dir.into(),
             flush_interval: Duration::from_millis(1000),
             retention_check_interval: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
         }
     }
@@ -40,7 +64,8 @@ impl LogConfig {
 /// The embedded log: named streams of partitions in a data directory.
 ///
 /// Layout: `<dir>/streams/<stream>/stream.json`, `<dir>/streams/<stream>/<partition>/` with
-/// segments and `checkpoint.json`, and `<dir>/groups.redb` for committed offsets.
+/// segments and `checkpoint.json`, `<dir>/groups.redb` for committed offsets, and
+/// `<dir>/trash/` for streams being deleted.
 pub struct Log {
     config: LogConfig,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
@@ -59,15 +84,28 @@ impl Log {
         // Opening the offsets store first also takes its lock: a second process on the same
         // directory stops here, before touching a segment.
         let groups = GroupOffsets::open(&config.dir.join("groups.redb"))?;
+        // Deleted streams are moved here first and removed after; a crash in between leaves
+        // them here, and they go now.
+        let trash = config.dir.join(TRASH_DIR);
+        if trash.exists() {
+            fs::remove_dir_all(&trash).at(&trash)?;
+        }
         let mut streams = BTreeMap::new();
         for entry in fs::read_dir(&streams_dir).at(&streams_dir)? {
             let entry = entry.at(&streams_dir)?;
             let dir = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let stream_file = dir.join(STREAM_FILE);
-            if name.ends_with(".deleted") || !stream_file.exists() {
-                // A deletion or a creation that a crash interrupted.
-                tracing::warn!(dir = %dir.display(), "removing an unfinished stream directory");
+            if !stream_file.exists() {
+                // A creation that a crash interrupted: the stream was never visible, so its
+                // segments are empty. Anything else is not ours to delete.
+                if holds_records(&dir)? {
+                    return Err(LogError::InvalidConfig(format!(
+                        "{} has segments with records but no {STREAM_FILE}; restore the file or move the directory away",
+                        dir.display()
+                    )));
+                }
+                tracing::warn!(dir = %dir.display(), "removing an unfinished stream creation");
                 fs::remove_dir_all(&dir).at(&dir)?;
                 continue;
             }
@@ -155,8 +193,15 @@ impl Log {
         for partition in stream.partitions() {
             partition.close().await;
         }
-        let doomed = stream.dir.with_file_name(format!("{name}.deleted"));
+        // Renamed out of `streams/` first (atomic, and durable with the directory sync), so a
+        // crash during the removal cannot leave half a stream that opens again.
+        let trash = self.config.dir.join(TRASH_DIR);
+        fs::create_dir_all(&trash).at(&trash)?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let doomed = trash.join(format!("{name}.{nanos}"));
         fs::rename(&stream.dir, &doomed).at(&stream.dir)?;
+        let streams_dir = self.config.dir.join("streams");
+        fs::File::open(&streams_dir).and_then(|d| d.sync_all()).at(&streams_dir)?;
         fs::remove_dir_all(&doomed).at(&doomed)?;
         self.groups.remove_stream(name)?;
         tracing::info!(stream = name, "stream deleted");
@@ -213,7 +258,7 @@ fn open_stream(config: &LogConfig, name: &str, dir: PathBuf, stream_config: Stre
                 dir.join(id.to_string()),
                 stream_config.clone(),
                 config.clock.clone(),
-                config.flush_interval,
+                WriterTiming { flush_interval: config.flush_interval, checkpoint_interval: config.checkpoint_interval },
             )
         })
         .collect::<Result<Vec<_>>>()?;

@@ -21,6 +21,13 @@ use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, READ_BYTES_MAX};
 use crate::segment::{Segment, SegmentRead, parse_log_file_name};
 use crate::stream::StreamConfig;
 
+/// The writer's intervals (from `LogConfig`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriterTiming {
+    pub flush_interval: Duration,
+    pub checkpoint_interval: Duration,
+}
+
 /// What an append waits for before it is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -77,6 +84,11 @@ struct Checkpoint {
     next_offset: u64,
     /// Where the segment's last batch starts; a clean open checks that batch.
     last_batch_position: Option<u64>,
+    /// Written by a clean close: the segment ends at `position` and its index files are
+    /// current, so the next open need not scan. Periodic checkpoints only say that
+    /// everything up to `position` was synced.
+    #[serde(default)]
+    clean: bool,
 }
 
 const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -150,11 +162,14 @@ impl Partition {
         dir: PathBuf,
         config: StreamConfig,
         clock: Arc<dyn Clock>,
-        flush_interval: Duration,
+        timing: WriterTiming,
     ) -> Result<Partition> {
         fs::create_dir_all(&dir).at(&dir)?;
         let metrics = PartitionMetrics::new(stream, id);
-        let segments = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
+        let (segments, poisoned) = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
+        if poisoned.is_some() {
+            metrics::gauge!("strom_log_partitions_poisoned").increment(1.0);
+        }
         let active = segments.values().next_back().cloned().expect("recover returns at least one segment");
         let next_offset = active.next_offset();
         let log_start = *segments.keys().next().expect("at least one segment");
@@ -171,7 +186,7 @@ impl Partition {
             log_start: AtomicU64::new(log_start),
             size_bytes: AtomicU64::new(size_bytes),
             visible,
-            poisoned: Mutex::new(None),
+            poisoned: Mutex::new(poisoned),
             metrics,
             fsyncs: AtomicU64::new(0),
             synced_records: AtomicU64::new(0),
@@ -184,7 +199,9 @@ impl Partition {
             buffer: Vec::new(),
             headers: Vec::new(),
             unsynced_since: None,
-            flush_interval,
+            flush_interval: timing.flush_interval,
+            checkpointed: (Instant::now(), 0),
+            checkpoint_interval: timing.checkpoint_interval,
             closed: false,
         };
         tokio::spawn(writer.run(receiver));
@@ -416,7 +433,7 @@ fn recover(
     dir: &Path,
     now_ms: i64,
     metrics: &PartitionMetrics,
-) -> Result<BTreeMap<u64, Arc<Segment>>> {
+) -> Result<(BTreeMap<u64, Arc<Segment>>, Option<String>)> {
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
@@ -434,7 +451,7 @@ fn recover(
         let segment = Segment::create(dir, 0, now_ms)?;
         sync_dir(dir)?;
         segments.insert(0, Arc::new(segment));
-        return Ok(segments);
+        return Ok((segments, None));
     }
     let checkpoint: Option<Checkpoint> =
         fs::read(dir.join(CHECKPOINT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -443,7 +460,8 @@ fn recover(
     let (scan_from, clean) = match &checkpoint {
         Some(checkpoint) if bases.contains(&checkpoint.segment) => {
             let size = fs::metadata(path_of(last)).at(path_of(last))?.len();
-            let clean = checkpoint.segment == last
+            let clean = checkpoint.clean
+                && checkpoint.segment == last
                 && checkpoint.position == size
                 && Segment::ends_as_expected(
                     &path_of(last),
@@ -455,6 +473,7 @@ fn recover(
         }
         _ => (0, false),
     };
+    let mut poisoned = None;
     for (index, &base) in bases.iter().enumerate() {
         let path = path_of(base);
         let is_last = index + 1 == bases.len();
@@ -467,14 +486,32 @@ fn recover(
             segment.max_timestamp_ms()?; // loads the indexes before the writer extends them
             segment
         } else {
-            let (segment, scan) = Segment::open_scanned(path, base, is_last, now_ms)?;
-            if let Some((position, cause)) = &scan.damage {
-                if is_last {
-                    tracing::warn!(stream, partition = id, segment = base, position, %cause, "recovery truncated the unsynced tail of the active segment");
-                } else {
-                    metrics.corrupt_reads.increment(1);
-                    tracing::error!(stream, partition = id, segment = base, position, %cause, "a sealed segment is damaged; the damaged range will not be served");
+            // Bytes up to here were synced when the checkpoint was written: damage below it
+            // is damage to acknowledged data, never a torn tail.
+            let synced_through = checkpoint.as_ref().filter(|c| c.segment == base).map_or(0, |c| c.position);
+            let (segment, scan) = Segment::open_scanned(path, base, now_ms, |segment, scan| {
+                let Some((position, cause)) = &scan.damage else { return Ok(false) };
+                if is_last && *position >= synced_through {
+                    let intact_after = segment.intact_batch_after(*position, scan.next_offset)?;
+                    tracing::warn!(
+                        stream, partition = id, segment = base, position, %cause, intact_batch_after = ?intact_after,
+                        "recovery cuts the unsynced tail of the active segment"
+                    );
+                    return Ok(true);
                 }
+                metrics.corrupt_reads.increment(1);
+                tracing::error!(stream, partition = id, segment = base, position, synced_through, %cause, "a segment is damaged in synced data; the damaged range will not be served");
+                if is_last {
+                    poisoned = Some(format!(
+                        "the active segment {base} is damaged at byte {position} ({cause}), inside data synced before; \
+                         it is left as it is and the partition takes no appends until it is repaired"
+                    ));
+                }
+                Ok(false)
+            })?;
+            if is_last && poisoned.is_some() {
+                let synced_end = checkpoint.as_ref().filter(|c| c.segment == base).map_or(0, |c| c.next_offset);
+                segment.raise_next_offset(synced_end.max(segment.next_offset() + 1));
             }
             if !is_last && segment.next_offset() != bases[index + 1] && scan.damage.is_none() {
                 tracing::error!(
@@ -490,7 +527,7 @@ fn recover(
         };
         segments.insert(base, Arc::new(segment));
     }
-    Ok(segments)
+    Ok((segments, poisoned))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -508,6 +545,9 @@ struct Writer {
     /// Since when bytes have been written without an fsync (buffered appends).
     unsynced_since: Option<Instant>,
     flush_interval: Duration,
+    /// When the last checkpoint was written, and its position.
+    checkpointed: (Instant, u64),
+    checkpoint_interval: Duration,
     closed: bool,
 }
 
@@ -627,6 +667,16 @@ impl Writer {
                 }
             }
         }
+        if let Some(cause) = self.poisoned() {
+            // A write or fsync failed while this group was being assembled (during a roll).
+            // Nothing of the group may be acknowledged, and the file is not touched again:
+            // a second fsync could report success for pages the first one lost.
+            self.buffer.clear();
+            self.headers.clear();
+            for p in pending.drain(..) {
+                let _ = p.reply.send(Err(self.poisoned_error(cause.clone())));
+            }
+        }
         if !pending.is_empty() {
             let records: u64 = pending.iter().map(|p| p.records).sum();
             let result = self.write_buffer().and_then(|()| {
@@ -644,6 +694,7 @@ impl Writer {
                         let _ = p.reply.send(Ok(p.appended));
                     }
                     metrics.disk_bytes.set(self.shared.size_bytes.load(Ordering::Relaxed) as f64);
+                    self.checkpoint_if_due();
                 }
                 Err(error) => {
                     self.poison(&error);
@@ -714,18 +765,40 @@ impl Writer {
         self.active.write_indexes()?;
         let segment = Arc::new(Segment::create(&self.shared.dir, self.next_offset, now_ms)?);
         sync_dir(&self.shared.dir)?;
-        self.write_checkpoint(self.next_offset, 0, None)?;
+        self.write_checkpoint(self.next_offset, 0, None, false)?;
         self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).insert(segment.base_offset, segment.clone());
         self.active = segment;
         self.shared.metrics.segments_rolled.increment(1);
         Ok(())
     }
 
-    fn write_checkpoint(&self, segment: u64, position: u64, last_batch_position: Option<u64>) -> Result<()> {
-        let checkpoint = Checkpoint { segment, position, next_offset: self.next_offset, last_batch_position };
+    /// Records how far the active segment is synced, at most every `checkpoint_interval`
+    /// (`LogConfig`): it bounds the range in which recovery cannot tell a torn unsynced tail
+    /// from damage to synced data.
+    /// A failure here loses no data (the checkpoint only narrows recovery), so it is logged.
+    fn checkpoint_if_due(&mut self) {
+        let (at, position) = self.checkpointed;
+        let size = self.active.size();
+        if self.unsynced_since.is_some() || at.elapsed() < self.checkpoint_interval || size == position {
+            return;
+        }
+        let (base, last) = (self.active.base_offset, self.active.last_batch_position());
+        if let Err(error) = self.write_checkpoint(base, size, last, false) {
+            tracing::warn!(stream = %self.shared.stream, partition = self.shared.id, %error, "could not write the checkpoint");
+        }
+    }
+
+    fn write_checkpoint(
+        &mut self,
+        segment: u64,
+        position: u64,
+        last_batch_position: Option<u64>,
+        clean: bool,
+    ) -> Result<()> {
+        let checkpoint = Checkpoint { segment, position, next_offset: self.next_offset, last_batch_position, clean };
+        self.checkpointed = (Instant::now(), position);
         let bytes = serde_json::to_vec(&checkpoint).expect("plain struct serializes");
-        write_synced(&self.shared.dir.join(CHECKPOINT_FILE), &bytes)?;
-        sync_dir(&self.shared.dir)
+        write_synced(&self.shared.dir.join(CHECKPOINT_FILE), &bytes)
     }
 
     fn close(&mut self) {
@@ -737,13 +810,13 @@ impl Writer {
             // No checkpoint: the next open scans and repairs.
             return;
         }
-        let result = self
-            .write_buffer()
-            .and_then(|()| self.active.sync())
-            .and_then(|()| self.active.write_indexes())
-            .and_then(|()| {
-                self.write_checkpoint(self.active.base_offset, self.active.size(), self.active.last_batch_position())
-            });
+        let result = (|| {
+            self.write_buffer()?;
+            self.active.sync()?;
+            self.active.write_indexes()?;
+            let (base, size, last) = (self.active.base_offset, self.active.size(), self.active.last_batch_position());
+            self.write_checkpoint(base, size, last, true)
+        })();
         if let Err(error) = result {
             self.poison(&error);
         }

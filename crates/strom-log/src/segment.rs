@@ -104,28 +104,67 @@ impl Segment {
     }
 
     /// Opens a segment by scanning it: every batch's header, offsets and CRC are checked.
-    /// With `truncate`, a damaged tail is cut off (the torn end of the active segment);
-    /// without it the damage is left in place and reported.
-    pub fn open_scanned(log_path: PathBuf, base_offset: u64, truncate: bool, now_ms: i64) -> Result<(Segment, Scan)> {
+    /// When the scan stops at damage, `truncate` decides whether the damage is a torn tail to
+    /// cut off (true) or damage to leave in place and report (false).
+    pub fn open_scanned(
+        log_path: PathBuf,
+        base_offset: u64,
+        now_ms: i64,
+        truncate: impl FnOnce(&Segment, &Scan) -> Result<bool>,
+    ) -> Result<(Segment, Scan)> {
         let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
         let scan = scan(&file, &log_path, base_offset)?;
         let file_size = file.metadata().at(&log_path)?.len();
-        if truncate && scan.valid_bytes < file_size {
-            file.set_len(scan.valid_bytes).at(&log_path)?;
-            file.sync_all().at(&log_path)?;
-        }
-        let size = if truncate { scan.valid_bytes } else { file_size };
         let segment = Segment {
             base_offset,
             log_path,
             file,
-            size: AtomicU64::new(size),
+            size: AtomicU64::new(file_size),
             next_offset: AtomicU64::new(scan.next_offset),
             last_batch_position: AtomicU64::new(scan.last_batch_position.unwrap_or(NO_BATCH)),
             indexes: RwLock::new(Some(scan.indexes.clone())),
             created_ms: now_ms,
         };
+        if scan.valid_bytes < file_size && truncate(&segment, &scan)? {
+            segment.file.set_len(scan.valid_bytes).at(&segment.log_path)?;
+            segment.file.sync_all().at(&segment.log_path)?;
+            segment.size.store(scan.valid_bytes, Ordering::Release);
+        }
         Ok((segment, scan))
+    }
+
+    /// Looks for an intact batch (magic 2, sane header, matching CRC, base offset at or after
+    /// `min_offset`) anywhere after byte `from`: after a crash, damage followed by intact
+    /// batches is more than a torn tail. Zeros and garbage are skipped cheaply on the magic byte.
+    pub fn intact_batch_after(&self, from: u64, min_offset: u64) -> Result<Option<u64>> {
+        let file_size = self.file.metadata().at(&self.log_path)?.len();
+        let mut position = from + 1;
+        while position + HEADER_BYTES as u64 <= file_size {
+            let length = (file_size - position).min(READ_CHUNK_BYTES as u64) as usize;
+            let chunk = self.read_at(position, length)?;
+            let candidates = chunk.len() + 1 - HEADER_BYTES;
+            for at in 0..candidates {
+                if chunk[at + 16] != 2 {
+                    continue;
+                }
+                let Ok(header) = BatchHeader::parse(&chunk[at..]) else { continue };
+                let start = position + at as u64;
+                let plausible = header.base_offset >= min_offset && header.base_offset - min_offset < 1 << 31;
+                if !plausible || start + header.size_bytes as u64 > file_size {
+                    continue;
+                }
+                let batch = if at + header.size_bytes <= chunk.len() {
+                    chunk.slice(at..at + header.size_bytes)
+                } else {
+                    self.read_at(start, header.size_bytes)?
+                };
+                if crc_matches(&batch, &header) {
+                    return Ok(Some(start));
+                }
+            }
+            position += candidates as u64;
+        }
+        Ok(None)
     }
 
     pub fn size(&self) -> u64 {
@@ -134,6 +173,12 @@ impl Segment {
 
     pub fn next_offset(&self) -> u64 {
         self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Moves the end past a damaged range recovery left in place, so reads of it reach the
+    /// damage and are refused instead of finding a silent end.
+    pub fn raise_next_offset(&self, offset: u64) {
+        self.next_offset.fetch_max(offset, Ordering::AcqRel);
     }
 
     pub fn last_batch_position(&self) -> Option<u64> {
@@ -262,6 +307,9 @@ impl Segment {
     ) -> Result<SegmentRead> {
         let mut position = self.position_for(from)?;
         let limit = self.size();
+        // The base offset is outside the CRC, so continuity is checked too: the first batch
+        // may not start after `from`, and each batch starts where the previous one ended.
+        let mut expected: Option<u64> = None;
         loop {
             if position >= limit {
                 return Ok(SegmentRead::EndOfSegment);
@@ -280,10 +328,21 @@ impl Segment {
                     }
                     Err(cause) => return Ok(self.corrupt(position + at as u64, from, cause)),
                 };
+                let batch_position = position + at as u64;
+                let continuous = match expected {
+                    Some(expected) => header.base_offset == expected,
+                    None => header.base_offset <= from.max(self.base_offset) && header.base_offset >= self.base_offset,
+                };
+                if !continuous {
+                    let offset = expected.unwrap_or(from);
+                    let cause =
+                        format!("a batch with base offset {} where offset {offset} was expected", header.base_offset);
+                    return Ok(self.corrupt(batch_position, offset, cause));
+                }
+                expected = Some(header.next_offset());
                 if header.base_offset >= end {
                     return Ok(SegmentRead::Done);
                 }
-                let batch_position = position + at as u64;
                 if batch_position + header.size_bytes as u64 > limit {
                     return Ok(self.corrupt(
                         batch_position,

@@ -90,3 +90,76 @@ async fn missing_or_damaged_indexes_are_rebuilt() {
     assert_eq!(log.stream("s").unwrap().partition(0).unwrap().offset_for_timestamp(1_030).unwrap(), Some(150));
     log.close().await;
 }
+
+/// A bit flipped in synced data of the active segment (below the checkpoint) is not a torn
+/// tail: nothing is cut, the batches before it read fine, the damaged range is refused, and
+/// the partition takes no appends (they would reuse the offsets of the records after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_synced_data_of_the_active_segment_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = {
+        let log = open(dir.path());
+        log.create_stream("s", stream_config(1, 1 << 20)).await.unwrap();
+        let values = fill(&log, "s", 20, 5).await;
+        log.close().await;
+        values
+    };
+    let segment = dir.path().join("streams/s/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let size = bytes.len() as u64;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    // As after a kill following a periodic checkpoint: it says how far data was synced, and
+    // that the segment was not closed cleanly, so recovery scans it.
+    let checkpoint_path = dir.path().join("streams/s/0/checkpoint.json");
+    let mut checkpoint: serde_json::Value = serde_json::from_slice(&std::fs::read(&checkpoint_path).unwrap()).unwrap();
+    checkpoint["clean"] = serde_json::Value::Bool(false);
+    std::fs::write(&checkpoint_path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+    let log = open(dir.path());
+    let stream = log.stream("s").unwrap();
+    let partition = stream.partition(0).unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), size, "nothing was cut");
+    assert!(partition.poisoned().is_some_and(|cause| cause.contains("damaged")), "{:?}", partition.status());
+    let error = read_all(&log, "s").unwrap_err();
+    assert!(matches!(error, LogError::CorruptRecords { .. }), "{error}");
+    let first = partition.read_records(0, 5, 1 << 20).unwrap();
+    assert_eq!(first.records.len(), 5);
+    assert_eq!(String::from_utf8(first.records[0].value.clone().unwrap().to_vec()).unwrap(), values[0]);
+    assert!(matches!(partition.append(batch("x", 1, 1), Durability::Sync).await, Err(LogError::Poisoned { .. })));
+    log.close().await;
+}
+
+/// The base offset is outside the CRC: a flipped bit there must not serve records at wrong
+/// offsets nor an empty page short of the log end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_base_offset_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        log.create_stream("s", stream_config(1, 4096)).await.unwrap();
+        fill(&log, "s", 60, 5).await;
+        log.close().await;
+    }
+    let first = dir.path().join("streams/s/0/00000000000000000000.log");
+    let bytes = std::fs::read(&first).unwrap();
+    let third_batch = {
+        let one = strom_log::BatchHeader::parse(&bytes).unwrap().size_bytes;
+        one + strom_log::BatchHeader::parse(&bytes[one..]).unwrap().size_bytes
+    };
+    for (flip, bit) in [(0usize, 0x40u8), (7, 0x02)] {
+        let mut damaged = bytes.clone();
+        damaged[third_batch + flip] ^= bit;
+        std::fs::write(&first, &damaged).unwrap();
+        let log = open(dir.path());
+        let partition = log.stream("s").unwrap();
+        let partition = partition.partition(0).unwrap();
+        let error = partition.read(10, 100, 1 << 20).unwrap_err();
+        assert!(matches!(error, LogError::CorruptRecords { offset: 10, .. }), "byte {flip}: {error}");
+        let read = partition.read_records(0, 100, 1 << 20).unwrap();
+        assert_eq!(read.records.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        log.close().await;
+        drop(log);
+    }
+    std::fs::write(&first, &bytes).unwrap();
+}

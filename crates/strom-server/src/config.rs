@@ -64,6 +64,8 @@ pub struct LogSettings {
     pub flush_interval_ms: u64,
     /// How often retention runs.
     pub retention_check_interval_ms: u64,
+    /// How often each partition records how far it is synced (bounds what recovery may cut).
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -122,7 +124,7 @@ impl Default for HttpConfig {
 
 impl Default for LogSettings {
     fn default() -> LogSettings {
-        LogSettings { flush_interval_ms: 1000, retention_check_interval_ms: 30_000 }
+        LogSettings { flush_interval_ms: 1000, retention_check_interval_ms: 30_000, checkpoint_interval_ms: 5000 }
     }
 }
 
@@ -199,6 +201,18 @@ impl Config {
         positive("http.tail_connections_max", self.http.tail_connections_max as u64)?;
         positive("log.flush_interval_ms", self.log.flush_interval_ms)?;
         positive("log.retention_check_interval_ms", self.log.retention_check_interval_ms)?;
+        positive("log.checkpoint_interval_ms", self.log.checkpoint_interval_ms)?;
+        // Intervals are added to instants; an hour is more than any of them needs.
+        for (name, value) in [
+            ("log.flush_interval_ms", self.log.flush_interval_ms),
+            ("log.retention_check_interval_ms", self.log.retention_check_interval_ms),
+            ("log.checkpoint_interval_ms", self.log.checkpoint_interval_ms),
+            ("http.shutdown_timeout_ms", self.http.shutdown_timeout_ms),
+        ] {
+            if value > 3_600_000 {
+                return Err(format!("{name} must be at most 3600000 (an hour)"));
+            }
+        }
         // A body's events for one partition become one batch of up to about twice the body
         // (keys are copied out of the events), which must fit the log's batch bound.
         if self.http.body_bytes_max > BODY_BYTES_MAX {
@@ -221,6 +235,7 @@ impl Config {
         strom_log::LogConfig {
             flush_interval: Duration::from_millis(self.log.flush_interval_ms),
             retention_check_interval: Duration::from_millis(self.log.retention_check_interval_ms),
+            checkpoint_interval: Duration::from_millis(self.log.checkpoint_interval_ms),
             ..strom_log::LogConfig::new(&self.data_dir)
         }
     }

@@ -53,12 +53,19 @@ impl TestServer {
     /// `log_path`, and waits for its `listening http://HOST:PORT` line.
     fn start(data_dir: &Path, log_path: &Path) -> TestServer {
         let log = File::options().create(true).append(true).open(log_path).expect("open the server log");
+        let parent = data_dir.parent().expect("the data dir has a parent");
+        // Checkpoints every 50 ms, so kills also land after periodic checkpoints, whose synced
+        // position decides what recovery may cut.
+        let config = parent.join("crash.toml");
+        std::fs::write(&config, "[log]\ncheckpoint_interval_ms = 50\n").expect("write the test config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
         command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(data_dir)
             // The server reads ./strom.toml when it exists: run where there is none.
-            .current_dir(data_dir.parent().expect("the data dir has a parent"))
+            .current_dir(parent)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
