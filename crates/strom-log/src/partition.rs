@@ -166,7 +166,7 @@ impl Partition {
     ) -> Result<Partition> {
         fs::create_dir_all(&dir).at(&dir)?;
         let metrics = PartitionMetrics::new(stream, id);
-        let (segments, poisoned) = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
+        let Recovered { segments, poisoned } = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
         if poisoned.is_some() {
             metrics::gauge!("strom_log_partitions_poisoned").increment(1.0);
         }
@@ -426,14 +426,14 @@ impl Partition {
     }
 }
 
+/// A partition's segments as recovery found them, and why it must refuse appends, if it must.
+struct Recovered {
+    segments: BTreeMap<u64, Arc<Segment>>,
+    poisoned: Option<String>,
+}
+
 /// Opens every segment of a partition directory, scanning what the checkpoint does not cover.
-fn recover(
-    stream: &str,
-    id: u32,
-    dir: &Path,
-    now_ms: i64,
-    metrics: &PartitionMetrics,
-) -> Result<(BTreeMap<u64, Arc<Segment>>, Option<String>)> {
+fn recover(stream: &str, id: u32, dir: &Path, now_ms: i64, metrics: &PartitionMetrics) -> Result<Recovered> {
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
@@ -451,7 +451,7 @@ fn recover(
         let segment = Segment::create(dir, 0, now_ms)?;
         sync_dir(dir)?;
         segments.insert(0, Arc::new(segment));
-        return Ok((segments, None));
+        return Ok(Recovered { segments, poisoned: None });
     }
     let checkpoint: Option<Checkpoint> =
         fs::read(dir.join(CHECKPOINT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -527,7 +527,7 @@ fn recover(
         };
         segments.insert(base, Arc::new(segment));
     }
-    Ok((segments, poisoned))
+    Ok(Recovered { segments, poisoned })
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
