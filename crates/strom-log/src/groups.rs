@@ -17,6 +17,7 @@ type Key = (String, String, u32);
 
 pub struct GroupOffsets {
     db: Database,
+    commit: Mutex<()>,
     cache: Mutex<BTreeMap<Key, u64>>,
 }
 
@@ -55,14 +56,17 @@ impl GroupOffsets {
                 cache.insert((group.to_string(), stream.to_string(), partition), value.value());
             }
         }
-        Ok(GroupOffsets { db, cache: Mutex::new(cache) })
+        Ok(GroupOffsets { db, commit: Mutex::new(()), cache: Mutex::new(cache) })
     }
 
     /// Commits offsets of one group and stream atomically.
     pub fn commit(&self, group: &str, stream: &str, offsets: &[(u32, u64)], mode: CommitMode) -> Result<()> {
-        // The lock is held across the transaction so the check and the write are one step.
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        // Blocking (an fsync): async callers run it on the blocking pool. Commits are
+        // serialised so the check and the write are one step; readers of the cache never wait
+        // for a commit's fsync.
+        let _commit = self.commit.lock().unwrap_or_else(|e| e.into_inner());
         if mode == CommitMode::Forward {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             for &(partition, offset) in offsets {
                 let key = (group.to_string(), stream.to_string(), partition);
                 if let Some(&committed) = cache.get(&key)
@@ -86,6 +90,7 @@ impl GroupOffsets {
             }
         }
         write.commit().map_err(store_error)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         for &(partition, offset) in offsets {
             cache.insert((group.to_string(), stream.to_string(), partition), offset);
         }
@@ -111,14 +116,14 @@ impl GroupOffsets {
 
     /// Forgets a deleted stream's offsets in every group.
     pub(crate) fn remove_stream(&self, stream: &str) -> Result<()> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let _commit = self.commit.lock().unwrap_or_else(|e| e.into_inner());
         let write = self.db.begin_write().map_err(store_error)?;
         {
             let mut table = write.open_table(OFFSETS).map_err(store_error)?;
             table.retain(|(_, s, _), _| s != stream).map_err(store_error)?;
         }
         write.commit().map_err(store_error)?;
-        cache.retain(|(_, s, _), _| s != stream);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, s, _), _| s != stream);
         Ok(())
     }
 }

@@ -12,6 +12,13 @@ pub const BATCH_RECORDS_MAX: usize = 100_000;
 /// once instead of queueing without bound (the HTTP layer turns it into 429).
 pub const APPEND_QUEUE_MAX: usize = 1024;
 
+/// Bytes of batches waiting in one partition's queue (a single batch is always accepted by an
+/// empty queue). With `APPEND_QUEUE_MAX` this bounds a partition's queued memory.
+pub const QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Capacity the writer's buffer keeps between groups.
+pub const WRITE_BUFFER_KEPT_BYTES: usize = 1024 * 1024;
+
 /// Bytes the writer takes into one group commit (one write, one fsync). Bounds the latency of
 /// the requests that share the group and the writer's buffer.
 pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;

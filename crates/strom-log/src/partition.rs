@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use crate::batch::{BatchHeader, EncodedBatch, RecordOut, decode_records, set_bas
 use crate::clock::Clock;
 use crate::error::{IoContext, LogError, Result};
 use crate::index::write_synced;
-use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, READ_BYTES_MAX};
+use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, QUEUE_BYTES_MAX, READ_BYTES_MAX, WRITE_BUFFER_KEPT_BYTES};
 use crate::segment::{Segment, SegmentRead, parse_log_file_name};
 use crate::stream::StreamConfig;
 
@@ -146,6 +146,8 @@ struct Shared {
     /// fsyncs done and records they covered, for benchmarks and `status` (also in metrics).
     fsyncs: AtomicU64,
     synced_records: AtomicU64,
+    /// Bytes of batches waiting in the queue: bounded by `QUEUE_BYTES_MAX` besides the count.
+    queued_bytes: AtomicUsize,
 }
 
 pub struct Partition {
@@ -190,6 +192,7 @@ impl Partition {
             metrics,
             fsyncs: AtomicU64::new(0),
             synced_records: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
         });
         let (queue, receiver) = mpsc::channel(APPEND_QUEUE_MAX);
         let writer = Writer {
@@ -218,15 +221,26 @@ impl Partition {
         if let Some(cause) = self.poisoned() {
             return Err(self.poisoned_error(cause));
         }
+        let size = batch.size_bytes();
+        let overloaded = || LogError::Overloaded {
+            stream: self.shared.stream.clone(),
+            partition: self.shared.id,
+            queued: APPEND_QUEUE_MAX,
+        };
+        let queued = self.shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        // One batch always fits an empty queue; beyond that, the bytes are bounded too.
+        if queued > 0 && queued + size > QUEUE_BYTES_MAX {
+            self.shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Err(overloaded());
+        }
         let (reply, answer) = oneshot::channel();
         let command = Command::Append { batch, durability, enqueued: Instant::now(), reply };
-        self.queue.try_send(command).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => LogError::Overloaded {
-                stream: self.shared.stream.clone(),
-                partition: self.shared.id,
-                queued: APPEND_QUEUE_MAX,
-            },
-            mpsc::error::TrySendError::Closed(_) => LogError::Closed,
+        self.queue.try_send(command).map_err(|error| {
+            self.shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            match error {
+                mpsc::error::TrySendError::Full(_) => overloaded(),
+                mpsc::error::TrySendError::Closed(_) => LogError::Closed,
+            }
         })?;
         answer.await.map_err(|_| self.poisoned_error("the partition writer stopped".into()))?
     }
@@ -285,7 +299,11 @@ impl Partition {
         }
         let segments: Vec<Arc<Segment>> = {
             let map = self.shared.segments.lock().unwrap_or_else(|e| e.into_inner());
-            let first = map.range(..=from).next_back().map_or(0, |(&base, _)| base);
+            // Retention may have deleted the segment holding `from` since the check above.
+            let Some((&first, _)) = map.range(..=from).next_back() else {
+                let log_start_offset = map.keys().next().copied().unwrap_or(log_start_offset);
+                return Err(LogError::OffsetOutOfRange { offset: from, log_start_offset, log_end_offset });
+            };
             map.range(first..).take(16).map(|(_, s)| s.clone()).collect()
         };
         let mut bytes_budget = max_bytes.clamp(1, READ_BYTES_MAX);
@@ -358,12 +376,14 @@ impl Partition {
         let segments: Vec<Arc<Segment>> =
             self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
         for segment in segments {
             if segment.max_timestamp_ms()? < timestamp_ms {
                 continue;
             }
-            let mut from = segment.offset_for_timestamp(timestamp_ms)?.max(log_start);
-            while from < segment.next_offset() {
+            // The indexes may already cover batches not yet visible: stay below the log end.
+            let mut from = segment.offset_for_timestamp(timestamp_ms)?.clamp(log_start, log_end);
+            while from < segment.next_offset().min(log_end) {
                 let read = self.read_records(from, 1000, 1024 * 1024)?;
                 if let Some(record) = read.records.iter().find(|r| r.timestamp_ms >= timestamp_ms) {
                     return Ok(Some(record.offset));
@@ -377,43 +397,52 @@ impl Partition {
         Ok(None)
     }
 
-    /// Deletes sealed segments past the stream's retention time or bytes.
+    /// Deletes sealed segments past the stream's retention time or bytes. What to delete is
+    /// decided without holding the segments lock (a segment's newest timestamp may need its
+    /// index loaded); the active segment, and any segment whose newest timestamp is unknown
+    /// (damaged, unreadable), is never deleted by time.
     pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let config = &self.shared.config;
         if config.retention_ms.is_none() && config.retention_bytes.is_none() {
             return Ok(0);
         }
-        let mut deleted = Vec::new();
+        let snapshot: Vec<Arc<Segment>> =
+            self.shared.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut total: u64 = snapshot.iter().map(|s| s.size()).sum();
+        let mut doomed = Vec::new();
+        for segment in snapshot.iter().take(snapshot.len().saturating_sub(1)) {
+            let too_old = config.retention_ms.is_some_and(|retention| match segment.max_timestamp_ms() {
+                Ok(newest) if newest != i64::MIN => now_ms.saturating_sub(newest) > retention as i64,
+                _ => false,
+            });
+            let too_big =
+                config.retention_bytes.is_some_and(|retention| total.saturating_sub(segment.size()) >= retention);
+            if !(too_old || too_big) {
+                break;
+            }
+            total -= segment.size();
+            doomed.push(segment.clone());
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
         {
             let mut map = self.shared.segments.lock().unwrap_or_else(|e| e.into_inner());
-            let mut total: u64 = map.values().map(|s| s.size()).sum();
-            while map.len() > 1 {
-                let oldest = map.values().next().expect("len > 1").clone();
-                let too_old = match config.retention_ms {
-                    Some(retention) => now_ms.saturating_sub(oldest.max_timestamp_ms()?) > retention as i64,
-                    None => false,
-                };
-                let too_big =
-                    config.retention_bytes.is_some_and(|retention| total.saturating_sub(oldest.size()) >= retention);
-                if !(too_old || too_big) {
-                    break;
-                }
-                map.remove(&oldest.base_offset);
-                total -= oldest.size();
-                deleted.push(oldest);
+            for segment in &doomed {
+                map.remove(&segment.base_offset);
             }
             if let Some(&start) = map.keys().next() {
                 self.shared.log_start.store(start, Ordering::Release);
             }
         }
-        for segment in &deleted {
+        for segment in &doomed {
             tracing::info!(stream = %self.shared.stream, partition = self.shared.id, segment = segment.base_offset, "retention deleted a segment");
             self.shared.size_bytes.fetch_sub(segment.size(), Ordering::Relaxed);
             segment.remove_files();
         }
-        self.shared.metrics.segments_deleted.increment(deleted.len() as u64);
+        self.shared.metrics.segments_deleted.increment(doomed.len() as u64);
         self.shared.metrics.disk_bytes.set(self.shared.size_bytes.load(Ordering::Relaxed) as f64);
-        Ok(deleted.len())
+        Ok(doomed.len())
     }
 
     /// Finishes queued appends, syncs, writes indexes and the checkpoint. Later appends
@@ -580,14 +609,12 @@ impl Writer {
                 self.blocking(|writer| writer.close()).await;
                 return;
             };
+            let mut group_bytes = self.dequeued(&first);
             let mut group = vec![first];
-            let mut group_bytes = 0usize;
             while group_bytes < GROUP_BYTES_MAX && !matches!(group.last(), Some(Command::Close { .. })) {
                 match queue.try_recv() {
                     Ok(command) => {
-                        if let Command::Append { batch, .. } = &command {
-                            group_bytes += batch.size_bytes();
-                        }
+                        group_bytes += self.dequeued(&command);
                         group.push(command);
                     }
                     Err(_) => break,
@@ -600,6 +627,7 @@ impl Writer {
             if self.closed {
                 queue.close();
                 while let Some(command) = queue.recv().await {
+                    self.dequeued(&command);
                     match command {
                         Command::Append { reply, .. } => drop(reply.send(Err(LogError::Closed))),
                         Command::Close { reply } => drop(reply.send(())),
@@ -607,6 +635,17 @@ impl Writer {
                 }
                 break;
             }
+        }
+    }
+
+    /// Releases a command's bytes from the queue bound; returns them.
+    fn dequeued(&self, command: &Command) -> usize {
+        match command {
+            Command::Append { batch, .. } => {
+                self.shared.queued_bytes.fetch_sub(batch.size_bytes(), Ordering::AcqRel);
+                batch.size_bytes()
+            }
+            Command::Close { .. } => 0,
         }
     }
 
@@ -719,6 +758,8 @@ impl Writer {
         self.unsynced_since.get_or_insert_with(Instant::now);
         self.buffer.clear();
         self.headers.clear();
+        // A large group leaves a large buffer; idle partitions should not keep it.
+        self.buffer.shrink_to(WRITE_BUFFER_KEPT_BYTES);
         Ok(())
     }
 

@@ -51,6 +51,8 @@ pub struct HttpConfig {
     pub event_bytes_max: usize,
     /// Request bodies held in memory at once across all produce requests; beyond it, 429.
     pub inflight_bytes_max: usize,
+    /// Bytes read for responses at once across all reads; beyond it, 429.
+    pub read_inflight_bytes_max: usize,
     /// Concurrent live tails (SSE connections); beyond it, 429.
     pub tail_connections_max: usize,
     /// How long shutdown waits for in-flight requests before it stops anyway.
@@ -116,6 +118,7 @@ impl Default for HttpConfig {
             body_bytes_max: 8 * 1024 * 1024,
             event_bytes_max: 1024 * 1024,
             inflight_bytes_max: 256 * 1024 * 1024,
+            read_inflight_bytes_max: 256 * 1024 * 1024,
             tail_connections_max: 256,
             shutdown_timeout_ms: 30_000,
         }
@@ -223,6 +226,9 @@ impl Config {
                 "http.event_bytes_max must be at most http.body_bytes_max and {} bytes",
                 strom_log::limits::BATCH_BYTES_MAX / 2
             ));
+        }
+        if self.http.read_inflight_bytes_max < 16 * 1024 * 1024 {
+            return Err("http.read_inflight_bytes_max must be at least 16777216 (one read's largest max_bytes)".into());
         }
         if self.http.inflight_bytes_max < self.http.body_bytes_max {
             return Err("http.inflight_bytes_max must be at least http.body_bytes_max".into());

@@ -36,6 +36,7 @@ pub enum ServerError {
 pub fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let config = Config::load(&args)?;
     init_logging(&config);
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("strom").build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.http.addr)
@@ -62,6 +63,7 @@ pub async fn run(
     let state = Arc::new(api::AppState {
         log: log.clone(),
         inflight_bytes: Arc::new(Semaphore::new(config.http.inflight_bytes_max)),
+        read_bytes: Arc::new(Semaphore::new(config.http.read_inflight_bytes_max)),
         tails: Arc::new(Semaphore::new(config.http.tail_connections_max)),
         round_robin: AtomicU64::new(0),
         shutdown: stopping_receiver,
@@ -113,6 +115,20 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Every segment file stays open, so the soft limit on open files (often 1024) is raised to
+/// the hard limit, as Kafka's operations guide asks of its brokers.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(open_files_max = ?limit.maximum, "raised the open-files limit"),
+            Err(error) => tracing::warn!(%error, current = ?limit.current, "could not raise the open-files limit"),
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

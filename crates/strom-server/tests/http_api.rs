@@ -324,3 +324,37 @@ async fn a_graceful_restart_keeps_everything() {
     let (_, described) = server.get("/v1/streams/s").await;
     assert_eq!(described["log_end_offset_total"], 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_event_counts_are_bounded() {
+    let server = TestServer::start().await;
+    server.create_stream("s", 2).await;
+    let long_key = "k".repeat(5000);
+    let (status, body) = server.post(&format!("/v1/streams/s/events?key={long_key}"), &json!({"a": 1})).await;
+    assert_error(status, &body, 400, "invalid_request");
+    let (status, body) = server.post("/v1/streams/s/events", &json!({"userId": long_key})).await;
+    assert_error(status, &body, 400, "invalid_request");
+    let many: Vec<Value> = (0..10_001).map(|_| json!({})).collect();
+    let (status, body) = server.post("/v1/streams/s/events", &json!(many)).await;
+    assert_error(status, &body, 413, "too_many_events");
+    let (_, described) = server.get("/v1/streams/s").await;
+    assert_eq!(described["log_end_offset_total"], 0, "nothing of the refused requests landed");
+}
+
+/// Stream names are Kafka topic names; none is special to the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_valid_name_survives_restarts_and_deletions() {
+    let server = TestServer::start().await;
+    for name in ["orders", "orders.deleted", "trash", "streams"] {
+        server.create_stream(name, 1).await;
+        let (status, _) = server.post(&format!("/v1/streams/{name}/events"), &json!({"name": name})).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(server.delete("/v1/streams/orders").await, 204);
+    let server = server.restart().await;
+    let (_, body) = server.get("/v1/streams").await;
+    let names: Vec<&str> = body["streams"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["orders.deleted", "streams", "trash"]);
+    let (_, read) = server.get("/v1/streams/orders.deleted/partitions/0/events").await;
+    assert_eq!(read["events"][0]["value"]["name"], "orders.deleted");
+}

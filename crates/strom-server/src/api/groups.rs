@@ -14,8 +14,24 @@ use serde_json::{Value, json};
 use strom_log::{CommitMode, LogError, Stream, validate_stream_name};
 
 use super::read::{Page, wait_for_data, write_record};
-use super::{ADMIN_BODY_BYTES_MAX, AppState, blocking, json_body, query};
+use super::{ADMIN_BODY_BYTES_MAX, AppState, blocking, json_body, query, reserve_read};
 use crate::error::ApiError;
+
+/// Commits on the blocking pool: a commit waits for an fsync.
+async fn commit_offsets(
+    state: &AppState,
+    group: &str,
+    stream: &str,
+    offsets: Vec<(u32, u64)>,
+    mode: CommitMode,
+) -> Result<Vec<(u32, u64)>, ApiError> {
+    let (log, group, stream) = (state.log.clone(), group.to_string(), stream.to_string());
+    blocking(move || {
+        log.groups().commit(&group, &stream, &offsets, mode)?;
+        Ok(offsets)
+    })
+    .await
+}
 
 fn check_group(group: &str) -> Result<(), ApiError> {
     validate_stream_name(group)
@@ -76,6 +92,11 @@ pub(super) async fn read(
     for &partition in &partitions {
         positions.push((partition, position(&state, &group, &stream, partition, params.reset)?));
     }
+    // Each page starts at another partition, so a busy one cannot starve the rest.
+    let start =
+        (state.round_robin.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % positions.len() as u64) as usize;
+    positions.rotate_left(start);
+    let _read_permit = reserve_read(&state, page.max_bytes)?;
     let has_data = |positions: &[(u32, u64)]| {
         positions.iter().any(|&(p, offset)| stream.partitions()[p as usize].log_end_offset() > offset)
     };
@@ -106,7 +127,7 @@ pub(super) async fn read(
     .await?;
     let next: Vec<(u32, u64)> = reads.iter().map(|(p, read)| (*p, read.next_offset)).collect();
     if params.commit && !next.is_empty() {
-        state.log.groups().commit(&group, &stream.name, &next, CommitMode::Forward)?;
+        commit_offsets(&state, &group, &stream.name, next.clone(), CommitMode::Forward).await?;
     }
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(b"{\"events\":[");
@@ -169,7 +190,7 @@ pub(super) async fn commit(
         }
         offsets.push((partition, offset));
     }
-    state.log.groups().commit(&group, &stream.name, &offsets, CommitMode::Forward)?;
+    let offsets = commit_offsets(&state, &group, &stream.name, offsets, CommitMode::Forward).await?;
     Ok(committed_response(&offsets))
 }
 
@@ -235,7 +256,7 @@ pub(super) async fn reset(
             .collect::<Result<Vec<_>, ApiError>>()
     })
     .await?;
-    state.log.groups().commit(&group, &stream.name, &offsets, CommitMode::Reset)?;
+    let offsets = commit_offsets(&state, &group, &stream.name, offsets, CommitMode::Reset).await?;
     Ok(committed_response(&offsets))
 }
 

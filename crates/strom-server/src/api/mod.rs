@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub config: Config,
     /// Produce request bytes held at once; a request that cannot get its bytes is answered 429.
     pub inflight_bytes: Arc<Semaphore>,
+    /// Bytes being read for responses at once; a read that cannot get its bytes is answered 429.
+    pub read_bytes: Arc<Semaphore>,
     pub tails: Arc<Semaphore>,
     pub round_robin: AtomicU64,
     /// Turns true when shutdown starts: long polls and tails end.
@@ -109,6 +111,14 @@ pub(crate) fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Api
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|rejection| ApiError::invalid(format!("bad query parameter: {}", rejection.body_text())))
+}
+
+/// Holds a read's byte budget for the response being built.
+pub(crate) fn reserve_read(state: &AppState, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.read_bytes.clone().try_acquire_many_owned(bytes as u32).map_err(|_| {
+        metrics::counter!("strom_http_overloaded_total").increment(1);
+        ApiError::overloaded("too many read bytes in flight; retry later")
+    })
 }
 
 /// Runs blocking file reads off the async workers.

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::json;
 use serde_json::value::RawValue;
+use strom_log::limits::BATCH_BYTES_MAX;
 use strom_log::{Durability, EncodedBatch, RecordIn};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -24,6 +25,10 @@ use crate::partitioner::partition_for_key;
 
 /// Events in one request. Bounds the work and the per-event bookkeeping of one request.
 pub const REQUEST_EVENTS_MAX: usize = 10_000;
+
+/// Bytes of a record key (`?key=` or a key field). Keys pick partitions; a longer one is a
+/// mistake, and each event carries its own copy in the batch.
+pub const KEY_BYTES_MAX: usize = 4096;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,11 +68,19 @@ pub(super) async fn produce(
         Some(fields) => fields.split(',').map(|f| Cow::Owned(f.trim().to_string())).collect(),
         None => vec![Cow::Borrowed("userId"), Cow::Borrowed("anonymousId")],
     };
+    let explicit_key: Option<Bytes> = match &params.key {
+        Some(key) if key.len() > KEY_BYTES_MAX => {
+            return Err(ApiError::invalid(format!("the key has {} bytes; at most {KEY_BYTES_MAX}", key.len())));
+        }
+        Some(key) => Some(Bytes::from(key.clone())),
+        None => None,
+    };
     let now_ms = state.log.clock().now_ms();
     // Keyless events of one request share one partition (Kafka's sticky partitioning): one
     // batch instead of many; successive requests rotate.
     let mut sticky = None;
-    let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<RecordIn>)> = BTreeMap::new();
+    // Per partition: the events' indexes, their records, and the batch size they will make.
+    let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<RecordIn>, usize)> = BTreeMap::new();
     for (index, raw) in events.iter().enumerate() {
         let text = raw.get();
         if text.len() > event_bytes_max {
@@ -83,23 +96,43 @@ pub(super) async fn produce(
                 ApiError::invalid(format!("event {index} is not a JSON object")).with_detail(json!({"index": index}))
             );
         }
-        let key = match &params.key {
+        let key = match &explicit_key {
             Some(key) => Some(key.clone()),
             None => {
-                key_of(text, &key_fields).map_err(|error| ApiError::malformed(format!("event {index}: {error}")))?
+                let found = key_of(text, &key_fields)
+                    .map_err(|error| ApiError::malformed(format!("event {index}: {error}")))?;
+                if let Some(key) = &found
+                    && key.len() > KEY_BYTES_MAX
+                {
+                    return Err(ApiError::invalid(format!(
+                        "event {index}: its key has {} bytes; at most {KEY_BYTES_MAX}",
+                        key.len()
+                    ))
+                    .with_detail(json!({"index": index})));
+                }
+                found.map(Bytes::from)
             }
         };
         let partition = match (params.partition, &key) {
             (Some(partition), _) => partition,
-            (None, Some(key)) => partition_for_key(key.as_bytes(), partitions),
+            (None, Some(key)) => partition_for_key(key, partitions),
             (None, None) => *sticky.get_or_insert_with(|| {
                 (state.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions)) as u32
             }),
         };
         let entry = by_partition.entry(partition).or_default();
+        // Per record: the value, the key, and at most about 30 bytes of varints and attributes.
+        entry.2 += text.len() + key.as_ref().map_or(0, Bytes::len) + 30;
+        if entry.2 > BATCH_BYTES_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the events for partition {partition} would make a batch over {BATCH_BYTES_MAX} bytes"),
+            ));
+        }
         entry.0.push(index);
         entry.1.push(RecordIn {
-            key: key.map(Bytes::from),
+            key,
             value: Some(body.slice_ref(text.as_bytes())),
             timestamp_ms: now_ms,
             headers: Vec::new(),
@@ -111,7 +144,7 @@ pub(super) async fn produce(
     };
     let mut appends = Vec::with_capacity(by_partition.len());
     let mut indexes = Vec::with_capacity(by_partition.len());
-    for (partition, (event_indexes, records)) in by_partition {
+    for (partition, (event_indexes, records, _)) in by_partition {
         let batch = EncodedBatch::encode(&records)?;
         let target = stream.partition(partition)?;
         appends.push(target.append(batch, durability));
@@ -179,7 +212,7 @@ fn parse_events(body: &Bytes) -> Result<Vec<&RawValue>, ApiError> {
     if events.len() > REQUEST_EVENTS_MAX {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            "too_many_events",
             format!("{} events; a request holds at most {REQUEST_EVENTS_MAX}", events.len()),
         ));
     }

@@ -14,7 +14,7 @@ use serde::de::IgnoredAny;
 use strom_log::{Partition, RecordOut, Stream};
 use tokio::sync::{mpsc, watch};
 
-use super::{AppState, blocking, partition_number, query};
+use super::{AppState, blocking, partition_number, query, reserve_read};
 use crate::error::ApiError;
 
 pub(crate) const MAX_RECORDS_MAX: usize = 10_000;
@@ -23,6 +23,7 @@ pub(crate) const WAIT_MS_MAX: u64 = 30_000;
 const TAIL_PAGE_RECORDS: usize = 500;
 const TAIL_QUEUE_EVENTS: usize = 256;
 const TAIL_WAIT: Duration = Duration::from_secs(15);
+const TAIL_READ_BYTES: usize = 1024 * 1024;
 
 /// Page limits shared by partition and group reads.
 #[derive(Clone, Copy)]
@@ -86,6 +87,7 @@ pub(super) async fn read_partition(
     if !page.wait.is_zero() && from == handle.log_end_offset() {
         wait_for_data(&[(handle, from)], page.wait, state.shutdown.clone()).await;
     }
+    let _read_permit = reserve_read(&state, page.max_bytes)?;
     let read =
         blocking(move || Ok(stream.partition(partition)?.read_records(from, page.max_records, page.max_bytes)?))
             .await?;
@@ -186,9 +188,10 @@ pub(super) async fn tail(
         .collect();
     let (sender, mut receiver) = mpsc::channel::<Event>(TAIL_QUEUE_EVENTS);
     let shutdown = state.shutdown.clone();
+    let read_bytes = state.read_bytes.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        follow(stream, positions, sender, shutdown).await;
+        follow(stream, positions, sender, shutdown, read_bytes).await;
     });
     let events =
         futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|event| event.map(Ok::<_, Infallible>)));
@@ -202,14 +205,18 @@ async fn follow(
     mut positions: Vec<(u32, u64)>,
     sender: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
+    read_bytes: Arc<tokio::sync::Semaphore>,
 ) {
     loop {
         let mut progressed = false;
         for (partition, position) in positions.iter_mut() {
             let (id, from) = (*partition, *position);
             let reader = stream.clone();
+            // Tails wait for read budget instead of being refused: they are already admitted.
+            let Ok(_permit) = read_bytes.clone().acquire_many_owned(TAIL_READ_BYTES as u32).await else { return };
             let read =
-                blocking(move || Ok(reader.partition(id)?.read_records(from, TAIL_PAGE_RECORDS, 1024 * 1024)?)).await;
+                blocking(move || Ok(reader.partition(id)?.read_records(from, TAIL_PAGE_RECORDS, TAIL_READ_BYTES)?))
+                    .await;
             let read = match read {
                 Ok(read) => read,
                 Err(error) => {
