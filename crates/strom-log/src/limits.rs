@@ -16,9 +16,6 @@ pub const APPEND_QUEUE_MAX: usize = 1024;
 /// empty queue). With `APPEND_QUEUE_MAX` this bounds a partition's queued memory.
 pub const QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Capacity the writer's buffer keeps between groups.
-pub const WRITE_BUFFER_KEPT_BYTES: usize = 1024 * 1024;
-
 /// Bytes the writer takes into one group commit (one write, one fsync). Bounds the latency of
 /// the requests that share the group and the writer's buffer.
 pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use metrics::{Counter, Gauge, Histogram};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,7 +17,7 @@ use crate::batch::{BatchHeader, EncodedBatch, RecordOut, decode_records, set_bas
 use crate::clock::Clock;
 use crate::error::{IoContext, LogError, Result};
 use crate::index::write_synced;
-use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, QUEUE_BYTES_MAX, READ_BYTES_MAX, WRITE_BUFFER_KEPT_BYTES};
+use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, QUEUE_BYTES_MAX, READ_BYTES_MAX};
 use crate::segment::{Segment, SegmentRead, parse_log_file_name};
 use crate::stream::StreamConfig;
 
@@ -199,7 +199,8 @@ impl Partition {
             shared: shared.clone(),
             active,
             next_offset,
-            buffer: Vec::new(),
+            batches: Vec::new(),
+            batches_bytes: 0,
             headers: Vec::new(),
             unsynced_since: None,
             flush_interval: timing.flush_interval,
@@ -569,7 +570,9 @@ struct Writer {
     shared: Arc<Shared>,
     active: Arc<Segment>,
     next_offset: u64,
-    buffer: Vec<u8>,
+    /// Batches of the current group not yet written, with their total size.
+    batches: Vec<BytesMut>,
+    batches_bytes: usize,
     headers: Vec<BatchHeader>,
     /// Since when bytes have been written without an fsync (buffered appends).
     unsynced_since: Option<Instant>,
@@ -692,7 +695,8 @@ impl Writer {
                     let base_offset = self.next_offset;
                     set_base_offset(&mut batch.bytes, base_offset);
                     let header = BatchHeader { base_offset, ..batch.header };
-                    self.buffer.extend_from_slice(&batch.bytes);
+                    self.batches_bytes += batch.bytes.len();
+                    self.batches.push(batch.bytes);
                     self.headers.push(header);
                     self.next_offset = header.next_offset();
                     sync |= durability == Durability::Sync;
@@ -710,7 +714,8 @@ impl Writer {
             // A write or fsync failed while this group was being assembled (during a roll).
             // Nothing of the group may be acknowledged, and the file is not touched again:
             // a second fsync could report success for pages the first one lost.
-            self.buffer.clear();
+            self.batches.clear();
+            self.batches_bytes = 0;
             self.headers.clear();
             for p in pending.drain(..) {
                 let _ = p.reply.send(Err(self.poisoned_error(cause.clone())));
@@ -750,16 +755,15 @@ impl Writer {
     }
 
     fn write_buffer(&mut self) -> Result<()> {
-        if self.buffer.is_empty() {
+        if self.batches.is_empty() {
             return Ok(());
         }
-        self.active.write(&self.buffer, &self.headers)?;
-        self.shared.size_bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        self.active.write(&self.batches, &self.headers)?;
+        self.shared.size_bytes.fetch_add(self.batches_bytes as u64, Ordering::Relaxed);
         self.unsynced_since.get_or_insert_with(Instant::now);
-        self.buffer.clear();
+        self.batches.clear();
+        self.batches_bytes = 0;
         self.headers.clear();
-        // A large group leaves a large buffer; idle partitions should not keep it.
-        self.buffer.shrink_to(WRITE_BUFFER_KEPT_BYTES);
         Ok(())
     }
 
@@ -787,7 +791,7 @@ impl Writer {
     }
 
     fn roll_if_needed(&mut self, incoming_bytes: usize) -> Result<()> {
-        let size = self.active.size() + self.buffer.len() as u64;
+        let size = self.active.size() + self.batches_bytes as u64;
         if size == 0 {
             return Ok(());
         }

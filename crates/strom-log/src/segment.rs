@@ -210,9 +210,9 @@ impl Segment {
 
     /// Appends already-offset-assigned batches at the end. Only the partition's writer calls
     /// this, so the position cannot race.
-    pub fn write(&self, bytes: &[u8], batches: &[BatchHeader]) -> Result<()> {
+    pub fn write(&self, bytes: &[BytesMut], batches: &[BatchHeader]) -> Result<()> {
         let position = self.size();
-        self.file.write_all_at(bytes, position).at(&self.log_path)?;
+        let written = write_all_vectored_at(&self.file, bytes, position).at(&self.log_path)?;
         let mut guard = self.indexes.write().unwrap_or_else(|e| e.into_inner());
         let indexes = guard.get_or_insert_with(Indexes::new);
         let mut at = position;
@@ -232,7 +232,7 @@ impl Segment {
             self.next_offset.store(last.next_offset(), Ordering::Release);
             self.last_batch_position.store(at - last.size_bytes as u64, Ordering::Release);
         }
-        self.size.store(position + bytes.len() as u64, Ordering::Release);
+        self.size.store(position + written as u64, Ordering::Release);
         Ok(())
     }
 
@@ -397,6 +397,26 @@ impl Segment {
             }
         }
     }
+}
+
+/// Writes every buffer at `position` with as few `pwritev` calls as the kernel allows (a group
+/// of batches goes to disk without being copied into one buffer first). Returns the bytes.
+fn write_all_vectored_at(file: &File, buffers: &[BytesMut], position: u64) -> std::io::Result<usize> {
+    // Linux takes at most IOV_MAX (1024) buffers per call.
+    const IOV_MAX: usize = 1024;
+    let mut slices: Vec<std::io::IoSlice> = buffers.iter().map(|b| std::io::IoSlice::new(b)).collect();
+    let mut remaining: &mut [std::io::IoSlice] = &mut slices;
+    let mut written = 0usize;
+    while !remaining.is_empty() {
+        let count = remaining.len().min(IOV_MAX);
+        let n = rustix::io::pwritev(file, &remaining[..count], position + written as u64)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+        std::io::IoSlice::advance_slices(&mut remaining, n);
+    }
+    Ok(written)
 }
 
 /// Checks every batch of a segment file from the start: header, offset continuity and CRC.
