@@ -84,8 +84,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("strom_consumer_group_lag_records", "group" => group, "stream" => stream, "partition" => partition.to_string())
             .set(lag as f64);
     }
-    let poisoned = state.log.poisoned().len();
-    metrics::gauge!("strom_log_partitions_poisoned_now").set(poisoned as f64);
     let body = state.metrics.render();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
