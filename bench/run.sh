@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-300000}"
 out=target/bench-results.txt
+mkdir -p target
 work=$(mktemp -d "$PWD/target/bench.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null; rm -rf "$work"' EXIT
-mkdir -p target
 : > "$out"
 say() { echo "$*" | tee -a "$out"; }
 
