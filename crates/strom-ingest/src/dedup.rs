@@ -102,6 +102,8 @@ pub struct Dedup {
     bucket_ms: i64,
     ids_max: usize,
     inner: Mutex<Inner>,
+    /// Held while files are written: upkeep and close never write the same file at once.
+    files: Mutex<()>,
 }
 
 /// One time bucket of the index.
@@ -146,8 +148,14 @@ impl Dedup {
         fs::create_dir_all(dir).map_err(io_error)?;
         let window_ms = window_ms.max(BUCKETS_PER_WINDOW) as i64;
         let bucket_ms = window_ms / BUCKETS_PER_WINDOW as i64;
-        let dedup =
-            Dedup { dir: dir.to_path_buf(), window_ms, bucket_ms, ids_max, inner: Mutex::new(Inner::default()) };
+        let dedup = Dedup {
+            dir: dir.to_path_buf(),
+            window_ms,
+            bucket_ms,
+            ids_max,
+            inner: Mutex::new(Inner::default()),
+            files: Mutex::new(()),
+        };
         let mut rescan_from = HashMap::new();
         let Some(manifest) = dedup.read_manifest()? else {
             return Ok((dedup, Recovery { rescan_from }));
@@ -302,6 +310,7 @@ impl Dedup {
     /// offsets, read just before the call): drops expired buckets, files closed buckets, and
     /// moves the manifest's rescan position forward.
     pub fn maintain(&self, now_ms: i64, ends: Vec<(String, u32, u64)>) -> Result<(), DedupError> {
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let open_start = self.bucket_start(now_ms);
         let to_file: Vec<(i64, Vec<(u64, Location)>)> = {
             let mut inner = self.lock();
@@ -372,6 +381,7 @@ impl Dedup {
     /// At clean shutdown, with nothing pending: files every bucket, the open one included, so
     /// that a restart reads nothing back from the log.
     pub fn close(&self, ends: Vec<(String, u32, u64)>) -> Result<(), DedupError> {
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let to_file: Vec<(i64, Vec<(u64, Location)>)> = {
             let inner = self.lock();
             inner

@@ -4,8 +4,13 @@
 
 pub mod dedup;
 pub mod envelope;
+mod ingest;
 pub mod network;
+pub mod recover;
+pub mod source;
 pub mod useragent;
+
+pub use ingest::{Ingest, IngestConfig, IngestError, Origin, Outcome, REASON_HEADER, SOURCE_HEADER, TYPE_HEADER};
 
 /// Bytes of a partition key (`userId`/`anonymousId`), as for the generic produce API.
 pub const KEY_BYTES_MAX: usize = 4096;

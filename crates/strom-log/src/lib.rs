@@ -20,6 +20,7 @@ mod index;
 pub mod limits;
 mod log;
 mod partition;
+pub mod partitioner;
 mod segment;
 mod stream;
 

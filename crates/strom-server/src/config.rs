@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use strom_ingest::source::SourceConfig;
 use strom_log::StreamConfig;
 
 use crate::ServerError;
@@ -39,6 +40,71 @@ pub struct Config {
     /// Defaults for streams created without explicit settings.
     pub streams: StreamDefaults,
     pub logging: LoggingConfig,
+    /// The event catalog: JSON Schemas per event type.
+    pub catalog: CatalogSettings,
+    /// The tracking collector (`/v1/track`, `/v1/batch`, ...).
+    pub collector: CollectorConfig,
+    /// `[[sources]]`: who may send tracked events, with which write keys.
+    pub sources: Vec<SourceConfig>,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where events of types the catalog does not know go, unless their source names a stream.
+    pub default_stream: String,
+    /// Where rejected events are kept, with their reason, unless their source names one.
+    pub dead_letter_stream: String,
+    /// Largest tracked event (Segment: 32 KB).
+    pub event_bytes_max: usize,
+    /// Largest tracking request, before and after gzip (Segment: 500 KB).
+    pub batch_bytes_max: usize,
+    /// How long a messageId is remembered per source for dedup.
+    pub dedup_window_ms: u64,
+    /// Message ids remembered at most (each costs at most 64 bytes of memory); beyond it the
+    /// oldest are forgotten early, which is counted and logged.
+    pub dedup_ids_max: usize,
+    /// Zero the host part of client addresses before anything is written.
+    pub anonymize_ip: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR networks).
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    /// The catalog files (`<dir>/<TypeName>.json`), relative to the working directory. A
+    /// missing directory is an empty catalog.
+    pub dir: PathBuf,
+    /// Compatibility level of types that set none: BACKWARD, FORWARD, FULL, their
+    /// _TRANSITIVE forms, or NONE.
+    pub compatibility: String,
+    /// Key of the keyed hashes of `x-strom-pii: hash` fields (also STROM_PII_SECRET). Unset: a
+    /// random key is made once and kept in the data directory.
+    pub pii_secret: Option<String>,
+    /// How often the catalog directory is checked for changed files (SIGHUP reloads at once).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> CatalogSettings {
+        CatalogSettings {
+            dir: PathBuf::from("catalog"),
+            compatibility: "BACKWARD".into(),
+            pii_secret: None,
+            reload_interval_ms: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Hex SHA-256 digests of the admin tokens (`Authorization: Bearer TOKEN`) that the
+    /// admin and read APIs require. Empty: those APIs are open (development), and a warning
+    /// says so at start.
+    pub admin_tokens_sha256: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -107,7 +173,39 @@ impl Default for Config {
             log: LogSettings::default(),
             streams: StreamDefaults::default(),
             logging: LoggingConfig::default(),
+            catalog: CatalogSettings::default(),
+            collector: CollectorConfig::default(),
+            sources: Vec::new(),
+            auth: AuthConfig::default(),
         }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> CollectorConfig {
+        CollectorConfig {
+            default_stream: "events".into(),
+            dead_letter_stream: "dead-letters".into(),
+            event_bytes_max: 32 * 1024,
+            batch_bytes_max: 500 * 1024,
+            dedup_window_ms: 24 * 3_600_000,
+            dedup_ids_max: 4_000_000,
+            anonymize_ip: true,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("collector.trusted_proxies: {text:?} is not an address or a CIDR network"))
+            })
+            .collect()
     }
 }
 
@@ -185,6 +283,11 @@ impl Config {
         if let Some(level) = &args.log_level {
             config.logging.level = level.clone();
         }
+        if let Ok(secret) = std::env::var("STROM_PII_SECRET")
+            && !secret.is_empty()
+        {
+            config.catalog.pii_secret = Some(secret);
+        }
         config.validate().map_err(ServerError::Config)?;
         Ok(config)
     }
@@ -234,6 +337,44 @@ impl Config {
             return Err("http.inflight_bytes_max must be at least http.body_bytes_max".into());
         }
         self.streams.stream_config().validate().map_err(|error| format!("streams: {error}"))?;
+        self.catalog
+            .compatibility
+            .parse::<strom_catalog::Compatibility>()
+            .map_err(|error| format!("catalog.compatibility: {error}"))?;
+        positive("catalog.reload_interval_ms", self.catalog.reload_interval_ms)?;
+        if self.catalog.pii_secret.as_ref().is_some_and(|secret| secret.len() < 16) {
+            return Err("catalog.pii_secret must have at least 16 bytes".into());
+        }
+        let collector = &self.collector;
+        for (name, stream) in [
+            ("collector.default_stream", &collector.default_stream),
+            ("collector.dead_letter_stream", &collector.dead_letter_stream),
+        ] {
+            strom_log::validate_stream_name(stream).map_err(|error| format!("{name}: {error}"))?;
+        }
+        positive("collector.event_bytes_max", collector.event_bytes_max as u64)?;
+        if collector.batch_bytes_max < collector.event_bytes_max || collector.batch_bytes_max > BODY_BYTES_MAX {
+            return Err(format!(
+                "collector.batch_bytes_max must be between collector.event_bytes_max and {BODY_BYTES_MAX}"
+            ));
+        }
+        if collector.dedup_window_ms < 60_000 || collector.dedup_window_ms > 30 * 86_400_000 {
+            return Err("collector.dedup_window_ms must be between 60000 (a minute) and 2592000000 (30 days)".into());
+        }
+        positive("collector.dedup_ids_max", collector.dedup_ids_max as u64)?;
+        collector.trusted_proxy_networks()?;
+        let mut names = std::collections::HashSet::new();
+        for source in &self.sources {
+            source.validate().map_err(|error| format!("sources: {error}"))?;
+            if !names.insert(&source.name) {
+                return Err(format!("sources: {:?} is defined twice", source.name));
+            }
+        }
+        for digest in &self.auth.admin_tokens_sha256 {
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("auth.admin_tokens_sha256: {digest:?} is not a hex SHA-256 digest"));
+            }
+        }
         Ok(())
     }
 
@@ -267,6 +408,12 @@ mod tests {
             ("[http]\nbody_bytes_max = 16777216", "http.body_bytes_max"),
             ("[logging]\nformat = \"xml\"", "format"),
             ("colour = true", "colour"),
+            ("[collector]\ntrusted_proxies = [\"10.0.0.0/33\"]", "collector.trusted_proxies"),
+            ("[collector]\nevent_bytes_max = 100\nbatch_bytes_max = 10", "collector.batch_bytes_max"),
+            ("[[sources]]\nname = \"web site\"", "source name"),
+            ("[[sources]]\nname = \"web\"\nunknown_types = \"drop\"", "unknown_types"),
+            ("[auth]\nadmin_tokens_sha256 = [\"xyz\"]", "auth.admin_tokens_sha256"),
+            ("[catalog]\ncompatibility = \"SIDEWAYS\"", "catalog.compatibility"),
         ];
         for (text, key) in cases {
             let error = Config::parse(text).unwrap_err();

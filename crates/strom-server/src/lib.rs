@@ -2,9 +2,9 @@
 //! the embedded log.
 
 mod api;
+mod collector;
 pub mod config;
 mod error;
-pub mod partitioner;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +19,8 @@ use tokio::sync::{Semaphore, watch};
 
 pub use api::produce::REQUEST_EVENTS_MAX;
 pub use config::{Config, LogFormat, ServeArgs};
+/// Kafka's murmur2 partitioner (it lives with the log, which every door shares).
+pub use strom_log::partitioner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -28,6 +30,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("log: {0}")]
     Log(#[from] LogError),
+    #[error("collector: {0}")]
+    Collector(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -59,6 +63,7 @@ pub async fn run(
     let opened = std::time::Instant::now();
     let log = tokio::task::spawn_blocking(move || Log::open(log_config)).await.map_err(std::io::Error::other)??;
     tracing::info!(data_dir = %config.data_dir.display(), open_ms = opened.elapsed().as_millis() as u64, "log ready");
+    let collector = collector::start(&config, &log).await?;
     let (stopping, stopping_receiver) = watch::channel(false);
     let state = Arc::new(api::AppState {
         log: log.clone(),
@@ -69,12 +74,18 @@ pub async fn run(
         shutdown: stopping_receiver,
         metrics,
         config: config.clone(),
+        catalog: collector.catalog.clone(),
+        ingest: collector.ingest.clone(),
+        sources: collector.sources.clone(),
+        admin_tokens: collector.admin_tokens.clone(),
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
     println!("listening http://{addr}");
     let mut started_stopping = state.shutdown.clone();
     let app = api::router(state);
+    // The collector needs each connection's peer address (context.ip).
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
@@ -91,6 +102,7 @@ pub async fn run(
             tracing::warn!(timeout_ms = config.http.shutdown_timeout_ms, "in-flight requests did not finish in time; stopping anyway");
         }
     }
+    collector.close(&log).await;
     log.close().await;
     tracing::info!("stopped");
     Ok(())

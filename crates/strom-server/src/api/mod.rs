@@ -1,8 +1,10 @@
 //! The HTTP API (docs/HTTP_API.md). Wire types meet the log's types here and only here.
 
+mod collect;
 mod groups;
 pub(crate) mod produce;
 mod read;
+mod sources;
 mod streams;
 
 use std::sync::Arc;
@@ -36,10 +38,29 @@ pub(crate) struct AppState {
     /// Turns true when shutdown starts: long polls and tails end.
     pub shutdown: watch::Receiver<bool>,
     pub metrics: PrometheusHandle,
+    pub catalog: Arc<strom_catalog::Catalog>,
+    pub ingest: Arc<strom_ingest::Ingest>,
+    pub sources: Arc<strom_ingest::source::Sources>,
+    /// SHA-256 digests of the admin tokens; empty leaves the admin API open.
+    pub admin_tokens: std::collections::HashSet<[u8; 32]>,
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // The tracking API authenticates each request by its write key.
+    let tracking = Router::new()
+        .route("/v1/track", post(collect::track).options(collect::preflight))
+        .route("/v1/page", post(collect::page).options(collect::preflight))
+        .route("/v1/screen", post(collect::screen).options(collect::preflight))
+        .route("/v1/identify", post(collect::identify).options(collect::preflight))
+        .route("/v1/group", post(collect::group).options(collect::preflight))
+        .route("/v1/alias", post(collect::alias).options(collect::preflight))
+        .route("/v1/batch", post(collect::batch).options(collect::preflight))
+        .route("/v1/import", post(collect::batch).options(collect::preflight));
+    // Everything else needs an admin token (when configured) and never takes a write key.
+    let admin = Router::new()
+        .route("/v1/sources", get(sources::list).post(sources::create))
+        .route("/v1/sources/{source}", get(sources::get).delete(sources::delete))
+        .route("/v1/sources/{source}/keys", post(sources::add_key))
         .route("/v1/streams", get(streams::list).post(streams::create))
         .route("/v1/streams/{stream}", get(streams::describe).delete(streams::delete))
         .route("/v1/streams/{stream}/events", post(produce::produce))
@@ -49,6 +70,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/streams/{stream}/events", get(groups::read))
         .route("/v1/groups/{group}/offsets", get(groups::offsets).post(groups::commit))
         .route("/v1/groups/{group}/offsets/reset", post(groups::reset))
+        .route_layer(middleware::from_fn_with_state(state.clone(), sources::admin_guard));
+    Router::new()
+        .merge(tracking)
+        .merge(admin)
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))

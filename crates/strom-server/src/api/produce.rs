@@ -63,6 +63,28 @@ pub(super) async fn produce(
     }
     let (body, _permit) = read_body(&state, &headers, body).await?;
     let events = parse_events(&body)?;
+    // A stream with a raw event type in the catalog takes only events its schema accepts;
+    // the request is refused whole, with every violation, and nothing of it is appended.
+    if let Some(event_type) = state.catalog.snapshot().raw_for_stream(&stream_name) {
+        let mut invalid = Vec::new();
+        for (index, raw) in events.iter().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(raw.get())
+                .map_err(|error| ApiError::malformed(format!("event {index}: {error}")))?;
+            if let Err(violations) = event_type.validate(&value) {
+                invalid.push(json!({"index": index, "violations": violations.iter().map(|v| json!({
+                    "pointer": v.pointer, "keyword": v.keyword, "message": v.message
+                })).collect::<Vec<_>>()}));
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_event",
+                format!("{} event(s) do not match the schema of {} version {}", invalid.len(), event_type.name, event_type.version),
+            )
+            .with_detail(json!({"type": event_type.name, "schema_id": event_type.schema_id, "version": event_type.version, "events": invalid})));
+        }
+    }
     let event_bytes_max = state.config.http.event_bytes_max;
     let key_fields: Vec<Cow<str>> = match &params.key_field {
         Some(fields) => fields.split(',').map(|f| Cow::Owned(f.trim().to_string())).collect(),

@@ -126,8 +126,9 @@ pub(crate) async fn wait_for_data(
     }
 }
 
-/// One record as JSON: `{"partition"?, "offset", "timestamp", "key", "value"}`. The value is
-/// written as stored when it is JSON (it is, for events produced over HTTP), else as a string.
+/// One record as JSON: `{"partition"?, "offset", "timestamp", "key", "value", "headers"?}`.
+/// The value is written as stored when it is JSON (it is, for events produced over HTTP),
+/// else as a string; headers (when the record has any) as an object of strings.
 pub(crate) fn write_record(out: &mut Vec<u8>, partition: Option<u32>, record: &RecordOut) {
     out.push(b'{');
     if let Some(partition) = partition {
@@ -147,6 +148,23 @@ pub(crate) fn write_record(out: &mut Vec<u8>, partition: Option<u32>, record: &R
             let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(value));
         }
         None => out.extend_from_slice(b"null"),
+    }
+    if !record.headers.is_empty() {
+        out.extend_from_slice(b",\"headers\":{");
+        for (i, (name, value)) in record.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+            match value {
+                Some(value) => {
+                    let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(value));
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.push(b'}');
     }
     out.push(b'}');
 }

@@ -40,9 +40,12 @@ impl TestServer {
         let url = format!("http://{addr}");
         let client = reqwest::Client::new();
         // The listener is bound before `run`, so requests queue until the log is open.
-        for _ in 0..200 {
+        for _ in 0..500 {
             if client.get(format!("{url}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
                 break;
+            }
+            if task.is_finished() {
+                panic!("the server stopped at start: {:?}", task.await);
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
