@@ -2,6 +2,7 @@
 //! the embedded log.
 
 mod api;
+mod catalog;
 pub mod config;
 mod error;
 pub mod partitioner;
@@ -28,6 +29,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("log: {0}")]
     Log(#[from] LogError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] strom_catalog::CatalogError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,8 +63,11 @@ pub async fn run(
     let log = tokio::task::spawn_blocking(move || Log::open(log_config)).await.map_err(std::io::Error::other)??;
     tracing::info!(data_dir = %config.data_dir.display(), open_ms = opened.elapsed().as_millis() as u64, "log ready");
     let (stopping, stopping_receiver) = watch::channel(false);
+    let catalog = catalog::open(&config).await?;
+    tokio::spawn(catalog::watch(catalog.clone(), config.catalog.reload_interval_ms, stopping_receiver.clone()));
     let state = Arc::new(api::AppState {
         log: log.clone(),
+        catalog,
         inflight_bytes: Arc::new(Semaphore::new(config.http.inflight_bytes_max)),
         read_bytes: Arc::new(Semaphore::new(config.http.read_inflight_bytes_max)),
         tails: Arc::new(Semaphore::new(config.http.tail_connections_max)),

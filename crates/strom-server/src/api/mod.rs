@@ -1,5 +1,6 @@
 //! The HTTP API (docs/HTTP_API.md). Wire types meet the log's types here and only here.
 
+mod catalog;
 mod groups;
 pub(crate) mod produce;
 mod read;
@@ -26,6 +27,7 @@ use crate::error::ApiError;
 
 pub(crate) struct AppState {
     pub log: Arc<Log>,
+    pub catalog: Arc<strom_catalog::Catalog>,
     pub config: Config,
     /// Produce request bytes held at once; a request that cannot get its bytes is answered 429.
     pub inflight_bytes: Arc<Semaphore>,
@@ -49,6 +51,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/streams/{stream}/events", get(groups::read))
         .route("/v1/groups/{group}/offsets", get(groups::offsets).post(groups::commit))
         .route("/v1/groups/{group}/offsets/reset", post(groups::reset))
+        .merge(catalog::admin_routes())
+        .nest("/schema-registry", catalog::registry_routes())
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
