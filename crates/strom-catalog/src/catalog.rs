@@ -355,6 +355,14 @@ impl Catalog {
         self.register_prepared(subject, prepared, Source::Api)
     }
 
+    /// Makes `schema` the subject's current version, exactly as a catalog file with this
+    /// content would (it needs `x-strom`; any difference from the latest is a new version).
+    pub fn put_current(&self, subject: &str, schema: &str) -> Result<Registered, CatalogError> {
+        validate_subject(subject)?;
+        let prepared = prepare(subject, schema, true)?;
+        self.register_prepared(subject, prepared, Source::File)
+    }
+
     fn effective_level(
         &self,
         state: &State,

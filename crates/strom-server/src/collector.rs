@@ -10,6 +10,7 @@ use strom_ingest::recover::{end_offsets, open_and_rebuild};
 use strom_ingest::source::Sources;
 use strom_ingest::{Ingest, IngestConfig};
 use strom_log::Log;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::{Config, ServerError};
@@ -21,75 +22,15 @@ pub(crate) struct Collector {
     pub ingest: Arc<Ingest>,
     pub sources: Arc<Sources>,
     pub admin_tokens: HashSet<[u8; 32]>,
-    pub catalog: Arc<Catalog>,
     upkeep: JoinHandle<()>,
-    catalog_watcher: JoinHandle<()>,
 }
 
-/// Opens the catalog (its files and its version history), and keeps it in step with its
-/// directory: polled every `catalog.reload_interval_ms`, and at once on SIGHUP.
-async fn open_catalog(config: &Config) -> Result<(Arc<Catalog>, JoinHandle<()>), ServerError> {
-    let settings = &config.catalog;
-    let catalog_config = strom_catalog::CatalogConfig {
-        dir: settings.dir.clone(),
-        store_dir: config.data_dir.join("catalog"),
-        default_compatibility: settings
-            .compatibility
-            .parse()
-            .map_err(|e| ServerError::Config(format!("catalog.compatibility: {e}")))?,
-        pii_secret: settings.pii_secret.clone().map(String::into_bytes),
-    };
-    let catalog = tokio::task::spawn_blocking(move || Catalog::open(catalog_config))
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(|error| ServerError::Config(format!("catalog: {error}")))?;
-    let types = catalog.snapshot().types().count();
-    tracing::info!(dir = %settings.dir.display(), types, "catalog ready");
-    let watcher = tokio::spawn(watch_catalog(catalog.clone(), Duration::from_millis(settings.reload_interval_ms)));
-    Ok((catalog, watcher))
-}
-
-async fn watch_catalog(catalog: Arc<Catalog>, interval: Duration) {
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hangup.as_mut() {
-                Some(signal) => signal.recv().await.is_some(),
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<bool>();
-        let forced = tokio::select! {
-            _ = ticker.tick() => false,
-            forced = signalled => forced,
-        };
-        let catalog = catalog.clone();
-        let reloaded =
-            tokio::task::spawn_blocking(
-                move || {
-                    if forced || catalog.dir_changed() { Some(catalog.reload()) } else { None }
-                },
-            )
-            .await;
-        match reloaded {
-            Ok(Some(Ok(report))) => tracing::info!(?report, "catalog reloaded"),
-            Ok(Some(Err(error))) => {
-                metrics::counter!("strom_catalog_reload_errors_total").increment(1);
-                tracing::error!(%error, "catalog reload failed; the previous catalog stays in force");
-            }
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "catalog reload task failed"),
-        }
-    }
-}
-
-pub(crate) async fn start(config: &Config, log: &Arc<Log>) -> Result<Collector, ServerError> {
-    let (catalog, catalog_watcher) = open_catalog(config).await?;
+pub(crate) async fn start(
+    config: &Config,
+    log: &Arc<Log>,
+    catalog: Arc<Catalog>,
+    stopping: watch::Receiver<bool>,
+) -> Result<Collector, ServerError> {
     let sources_file = config.data_dir.join("sources.json");
     let sources = Arc::new(
         Sources::open(&config.sources, &sources_file).map_err(|error| ServerError::Collector(error.to_string()))?,
@@ -116,7 +57,7 @@ pub(crate) async fn start(config: &Config, log: &Arc<Log>) -> Result<Collector, 
     let trusted_proxies = collector.trusted_proxy_networks().map_err(ServerError::Config)?;
     let ingest = Arc::new(Ingest::new(
         log.clone(),
-        catalog.clone(),
+        catalog,
         dedup,
         IngestConfig {
             default_stream: collector.default_stream.clone(),
@@ -142,15 +83,20 @@ pub(crate) async fn start(config: &Config, log: &Arc<Log>) -> Result<Collector, 
     if admin_tokens.is_empty() {
         tracing::warn!("no admin tokens configured ([auth] admin_tokens_sha256): the admin and read APIs are open");
     }
-    let upkeep = tokio::spawn(upkeep(ingest.clone(), log.clone()));
-    Ok(Collector { ingest, sources, admin_tokens, catalog, upkeep, catalog_watcher })
+    let upkeep = tokio::spawn(upkeep(ingest.clone(), log.clone(), stopping));
+    Ok(Collector { ingest, sources, admin_tokens, upkeep })
 }
 
-async fn upkeep(ingest: Arc<Ingest>, log: Arc<Log>) {
+/// Runs until shutdown starts; an upkeep in progress finishes first, so that `close` is the
+/// last to write the index files.
+async fn upkeep(ingest: Arc<Ingest>, log: Arc<Log>, mut stopping: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(DEDUP_UPKEEP_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        }
         let ingest = ingest.clone();
         let log = log.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -177,11 +123,7 @@ async fn upkeep(ingest: Arc<Ingest>, log: Arc<Log>) {
 impl Collector {
     /// After the last request: files the whole dedup index so that a restart reads nothing back.
     pub async fn close(self, log: &Arc<Log>) {
-        self.upkeep.abort();
-        self.catalog_watcher.abort();
-        // The catalog's store is released when its last holder goes; a reload in flight
-        // finishes first.
-        let _ = self.catalog_watcher.await;
+        let _ = self.upkeep.await;
         let ingest = self.ingest.clone();
         let log = log.clone();
         let closed = tokio::task::spawn_blocking(move || ingest.dedup().close(end_offsets(&log))).await;

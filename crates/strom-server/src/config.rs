@@ -71,29 +71,51 @@ pub struct CollectorConfig {
     pub trusted_proxies: Vec<String>,
 }
 
+/// `[catalog]`: the event catalog's files, default compatibility and PII key.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogSettings {
-    /// The catalog files (`<dir>/<TypeName>.json`), relative to the working directory. A
-    /// missing directory is an empty catalog.
+    /// Catalog files (`<dir>/<TypeName>.json`), relative to the working directory. A missing
+    /// directory is an empty catalog.
     pub dir: PathBuf,
-    /// Compatibility level of types that set none: BACKWARD, FORWARD, FULL, their
-    /// _TRANSITIVE forms, or NONE.
-    pub compatibility: String,
-    /// Key of the keyed hashes of `x-strom-pii: hash` fields (also STROM_PII_SECRET). Unset: a
-    /// random key is made once and kept in the data directory.
-    pub pii_secret: Option<String>,
-    /// How often the catalog directory is checked for changed files (SIGHUP reloads at once).
+    /// Level of subjects that set none: BACKWARD, FORWARD, FULL, their _TRANSITIVE forms, NONE.
+    pub compatibility: strom_catalog::Compatibility,
+    /// Key of `x-strom-pii: hash` (also STROM_PII_SECRET). Unset: a random key is kept in
+    /// `<data_dir>/catalog/pii.key`.
+    pub pii_secret: Option<Secret>,
+    /// How often the directory is checked for changed files; 0 checks only on SIGHUP.
     pub reload_interval_ms: u64,
+}
+
+/// A secret from the configuration: never shown by `Debug`.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
 }
 
 impl Default for CatalogSettings {
     fn default() -> CatalogSettings {
         CatalogSettings {
             dir: PathBuf::from("catalog"),
-            compatibility: "BACKWARD".into(),
+            compatibility: strom_catalog::Compatibility::Backward,
             pii_secret: None,
             reload_interval_ms: 2000,
+        }
+    }
+}
+
+impl CatalogSettings {
+    pub fn catalog_config(&self, data_dir: &Path) -> strom_catalog::CatalogConfig {
+        strom_catalog::CatalogConfig {
+            dir: self.dir.clone(),
+            store_dir: data_dir.join("catalog"),
+            default_compatibility: self.compatibility,
+            pii_secret: self.pii_secret.as_ref().map(|secret| secret.0.as_bytes().to_vec()),
         }
     }
 }
@@ -283,10 +305,9 @@ impl Config {
         if let Some(level) = &args.log_level {
             config.logging.level = level.clone();
         }
-        if let Ok(secret) = std::env::var("STROM_PII_SECRET")
-            && !secret.is_empty()
-        {
-            config.catalog.pii_secret = Some(secret);
+        // From the environment only: a secret on the command line shows in `ps`.
+        if let Some(secret) = std::env::var("STROM_PII_SECRET").ok().filter(|s| !s.is_empty()) {
+            config.catalog.pii_secret = Some(Secret(secret));
         }
         config.validate().map_err(ServerError::Config)?;
         Ok(config)
@@ -314,6 +335,7 @@ impl Config {
             ("log.retention_check_interval_ms", self.log.retention_check_interval_ms),
             ("log.checkpoint_interval_ms", self.log.checkpoint_interval_ms),
             ("http.shutdown_timeout_ms", self.http.shutdown_timeout_ms),
+            ("catalog.reload_interval_ms", self.catalog.reload_interval_ms),
         ] {
             if value > 3_600_000 {
                 return Err(format!("{name} must be at most 3600000 (an hour)"));
@@ -337,13 +359,8 @@ impl Config {
             return Err("http.inflight_bytes_max must be at least http.body_bytes_max".into());
         }
         self.streams.stream_config().validate().map_err(|error| format!("streams: {error}"))?;
-        self.catalog
-            .compatibility
-            .parse::<strom_catalog::Compatibility>()
-            .map_err(|error| format!("catalog.compatibility: {error}"))?;
-        positive("catalog.reload_interval_ms", self.catalog.reload_interval_ms)?;
-        if self.catalog.pii_secret.as_ref().is_some_and(|secret| secret.len() < 16) {
-            return Err("catalog.pii_secret must have at least 16 bytes".into());
+        if self.catalog.pii_secret.as_ref().is_some_and(|secret| secret.0.len() < 16) {
+            return Err("catalog.pii_secret must be at least 16 bytes (a short key can be guessed)".into());
         }
         let collector = &self.collector;
         for (name, stream) in [
@@ -413,7 +430,9 @@ mod tests {
             ("[[sources]]\nname = \"web site\"", "source name"),
             ("[[sources]]\nname = \"web\"\nunknown_types = \"drop\"", "unknown_types"),
             ("[auth]\nadmin_tokens_sha256 = [\"xyz\"]", "auth.admin_tokens_sha256"),
-            ("[catalog]\ncompatibility = \"SIDEWAYS\"", "catalog.compatibility"),
+            ("[catalog]\ncompatibility = \"SOMETIMES\"", "SOMETIMES"),
+            ("[catalog]\npii_secret = \"short\"", "catalog.pii_secret"),
+            ("[catalog]\nreload_interval_ms = 3600001", "catalog.reload_interval_ms"),
         ];
         for (text, key) in cases {
             let error = Config::parse(text).unwrap_err();

@@ -2,6 +2,7 @@
 //! the embedded log.
 
 mod api;
+mod catalog;
 mod collector;
 pub mod config;
 mod error;
@@ -30,6 +31,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("log: {0}")]
     Log(#[from] LogError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] strom_catalog::CatalogError),
     #[error("collector: {0}")]
     Collector(String),
     #[error("{0}")]
@@ -63,10 +66,13 @@ pub async fn run(
     let opened = std::time::Instant::now();
     let log = tokio::task::spawn_blocking(move || Log::open(log_config)).await.map_err(std::io::Error::other)??;
     tracing::info!(data_dir = %config.data_dir.display(), open_ms = opened.elapsed().as_millis() as u64, "log ready");
-    let collector = collector::start(&config, &log).await?;
     let (stopping, stopping_receiver) = watch::channel(false);
+    let catalog = catalog::open(&config).await?;
+    tokio::spawn(catalog::watch(catalog.clone(), config.catalog.reload_interval_ms, stopping_receiver.clone()));
+    let collector = collector::start(&config, &log, catalog.clone(), stopping_receiver.clone()).await?;
     let state = Arc::new(api::AppState {
         log: log.clone(),
+        catalog,
         inflight_bytes: Arc::new(Semaphore::new(config.http.inflight_bytes_max)),
         read_bytes: Arc::new(Semaphore::new(config.http.read_inflight_bytes_max)),
         tails: Arc::new(Semaphore::new(config.http.tail_connections_max)),
@@ -74,7 +80,6 @@ pub async fn run(
         shutdown: stopping_receiver,
         metrics,
         config: config.clone(),
-        catalog: collector.catalog.clone(),
         ingest: collector.ingest.clone(),
         sources: collector.sources.clone(),
         admin_tokens: collector.admin_tokens.clone(),

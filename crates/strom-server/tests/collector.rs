@@ -163,6 +163,17 @@ async fn admin_tokens_guard_the_admin_api_when_configured() {
     assert_error(status, &body, 401, "unauthorized");
     let response = server.client.get(format!("{}/v1/streams", server.url)).bearer_auth(token).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    // The schema registry is admin too; its clients send the token as a Basic password.
+    let (status, body) = server.get("/schema-registry/subjects").await;
+    assert_eq!(status, 401, "{body}");
+    let response = server
+        .client
+        .get(format!("{}/schema-registry/subjects", server.url))
+        .basic_auth("any", Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     // Health and metrics stay open for probes and scrapers.
     assert_eq!(server.get("/health/ready").await.0, 200);
     assert!(server.metrics().await.contains("strom_"));

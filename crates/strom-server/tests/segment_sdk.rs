@@ -23,7 +23,8 @@ fn sdk_available() -> bool {
     if node && installed {
         return true;
     }
-    let why = if node { "run `npm ci` in crates/strom-server/tests/interop/segment" } else { "Node.js is not installed" };
+    let why =
+        if node { "run `npm ci` in crates/strom-server/tests/interop/segment" } else { "Node.js is not installed" };
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("the Segment SDK interop test cannot run in CI: {why}");
     }
@@ -97,7 +98,10 @@ async fn analytics_node_events_arrive_enriched_and_deduplicated() {
     assert_eq!(page[0]["anonymousId"], format!("a-{run}"));
 
     let metrics = server.metrics().await;
-    assert!(metrics.lines().any(|l| l.starts_with("strom_collector_events_total") && l.contains("outcome=\"duplicate\"")), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("strom_collector_events_total") && l.contains("outcome=\"duplicate\"")),
+        "{metrics}"
+    );
 }
 
 /// Milliseconds of an ISO-8601 UTC timestamp as the collector writes it (…Z, milliseconds).

@@ -318,6 +318,11 @@ fn authenticate(state: &AppState, key: Option<&str>) -> Result<Arc<Source>, ApiE
 
 /// The user name of `Authorization: Basic ...` (Segment SDKs send `KEY:`).
 pub(super) fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
+    basic_auth(headers).map(|(user, _)| user).filter(|user| !user.is_empty())
+}
+
+/// User name and password of `Authorization: Basic ...`.
+pub(super) fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -325,8 +330,8 @@ pub(super) fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
     }
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    let user = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
-    (!user.is_empty()).then(|| user.to_string())
+    let (user, password) = text.split_once(':').unwrap_or((text.as_str(), ""));
+    Some((user.to_string(), password.to_string()))
 }
 
 /// Reads a tracking body under the collector's limit, before and after gzip (SDKs compress

@@ -1,5 +1,6 @@
 //! The HTTP API (docs/HTTP_API.md). Wire types meet the log's types here and only here.
 
+mod catalog;
 mod collect;
 mod groups;
 pub(crate) mod produce;
@@ -28,6 +29,7 @@ use crate::error::ApiError;
 
 pub(crate) struct AppState {
     pub log: Arc<Log>,
+    pub catalog: Arc<strom_catalog::Catalog>,
     pub config: Config,
     /// Produce request bytes held at once; a request that cannot get its bytes is answered 429.
     pub inflight_bytes: Arc<Semaphore>,
@@ -38,7 +40,6 @@ pub(crate) struct AppState {
     /// Turns true when shutdown starts: long polls and tails end.
     pub shutdown: watch::Receiver<bool>,
     pub metrics: PrometheusHandle,
-    pub catalog: Arc<strom_catalog::Catalog>,
     pub ingest: Arc<strom_ingest::Ingest>,
     pub sources: Arc<strom_ingest::source::Sources>,
     /// SHA-256 digests of the admin tokens; empty leaves the admin API open.
@@ -70,6 +71,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/streams/{stream}/events", get(groups::read))
         .route("/v1/groups/{group}/offsets", get(groups::offsets).post(groups::commit))
         .route("/v1/groups/{group}/offsets/reset", post(groups::reset))
+        .merge(catalog::admin_routes())
+        .nest("/schema-registry", catalog::registry_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), sources::admin_guard));
     Router::new()
         .merge(tracking)

@@ -13,14 +13,15 @@ use serde::Deserialize;
 use serde_json::json;
 use strom_ingest::source::{Source, SourceConfig, SourceError, UnknownTypes};
 
-use super::collect::basic_auth_user;
+use super::collect::{basic_auth, basic_auth_user};
 use super::{ADMIN_BODY_BYTES_MAX, AppState, json_body};
 use crate::error::ApiError;
 
 /// Every route but tracking, health and metrics goes through here.
 ///
-/// With admin tokens configured, a request needs `Authorization: Bearer TOKEN` with one of
-/// them (401 otherwise). Without them the admin API is open, as for local development. In
+/// With admin tokens configured, a request needs `Authorization: Bearer TOKEN` (or Basic auth
+/// with the token as password, as Schema Registry clients send it) with one of them (401
+/// otherwise). Without them the admin API is open, as for local development. In
 /// both cases a write key is refused with 403: write keys can only send events.
 pub(super) async fn admin_guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
@@ -43,7 +44,12 @@ pub(super) async fn admin_guard(State(state): State<Arc<AppState>>, request: Req
         .into_response();
     }
     if !state.admin_tokens.is_empty() {
-        let allowed = bearer.is_some_and(|token| state.admin_tokens.contains(&strom_ingest::source::digest(&token)));
+        // Schema Registry clients send credentials as Basic auth: the password is the token.
+        let basic_password = basic_auth(headers).map(|(_, password)| password);
+        let allowed = [bearer, basic_password]
+            .into_iter()
+            .flatten()
+            .any(|token| state.admin_tokens.contains(&strom_ingest::source::digest(&token)));
         if !allowed {
             metrics::counter!("strom_http_admin_refused_total", "reason" => "unauthorized").increment(1);
             let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "an admin token is required")
