@@ -394,3 +394,87 @@ async fn sources_api_round_trip() {
     assert_error(status, &body, 401, "unauthorized");
     assert_eq!(server.delete("/v1/sources/web").await, 404);
 }
+
+/// The golden corpus (tests/golden/collector_cases.jsonl) against the example catalog at the
+/// repository root: each case's status, outcome, and where and why it failed.
+#[tokio::test]
+async fn golden_cases_against_the_example_catalog() {
+    let catalog_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog");
+    let server = TestServer::start_with(|config| config.catalog.dir = catalog_dir).await;
+    let key = create_source(&server, json!({"name": "web", "unknown_types": "dead-letter"})).await;
+    let cases = include_str!("golden/collector_cases.jsonl");
+    let mut dead_lettered = Vec::new();
+    for (number, line) in cases.lines().enumerate() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let name = case["name"].as_str().unwrap();
+        let endpoint = case["endpoint"].as_str().unwrap();
+        let expect = &case["expect"];
+        let body: Vec<u8> = match case["raw_hex"].as_str() {
+            Some(hex) => (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
+            None => {
+                let mut body = case["body"].clone();
+                // Unique ids: the cases are independent of each other's dedup.
+                let id = json!(format!("golden-{number}"));
+                match body.get_mut("batch") {
+                    Some(batch) => batch[0]["messageId"] = id,
+                    None => body["messageId"] = id,
+                }
+                serde_json::to_vec(&body).unwrap()
+            }
+        };
+        let request =
+            server.client.post(format!("{}{endpoint}", server.url)).basic_auth(&key, Some("")).body(body.clone());
+        let (status, answer) = status_and_json(request.send().await.unwrap()).await;
+        assert_eq!(status, expect["status"].as_u64().unwrap() as u16, "{name}: {answer}");
+        if let Some(code) = expect["error"].as_str() {
+            assert_eq!(answer["error"]["code"], code, "{name}: {answer}");
+            continue;
+        }
+        let outcome = expect["outcome"].as_str().unwrap();
+        let (code, violation, kept) = if endpoint == "/v1/batch" {
+            if outcome == "accepted" {
+                assert_eq!(answer["accepted"], 1, "{name}: {answer}");
+                continue;
+            }
+            let error = &answer["errors"][0];
+            (error["code"].clone(), error["violations"][0].clone(), error["dead_lettered"].clone())
+        } else {
+            if outcome == "accepted" {
+                assert_eq!(answer["success"], true, "{name}: {answer}");
+                continue;
+            }
+            let error = &answer["error"];
+            (error["code"].clone(), error["detail"]["violations"][0].clone(), error["detail"]["dead_lettered"].clone())
+        };
+        assert_eq!(code, outcome, "{name}: {answer}");
+        for field in ["pointer", "keyword"] {
+            if let Some(expected) = expect.get(field) {
+                assert_eq!(&violation[field], expected, "{name} ({field}): {answer}");
+            }
+        }
+        if kept == true {
+            dead_lettered.push((name.to_string(), body));
+        }
+    }
+    // Every dead-lettered event is kept exactly as it was sent, with a reason naming the
+    // schema it failed.
+    let letters = read_all(&server, "dead-letters").await;
+    assert_eq!(letters.len(), dead_lettered.len(), "{letters:#?}");
+    for (name, sent) in &dead_lettered {
+        let sent: Value = serde_json::from_slice(sent).unwrap();
+        let sent = sent.get("batch").map_or(sent.clone(), |batch| batch[0].clone());
+        let letter = letters.iter().find(|l| l["value"] == sent).unwrap_or_else(|| panic!("{name} not kept as sent"));
+        let reason: Value = serde_json::from_str(letter["headers"]["strom-dead-letter"].as_str().unwrap()).unwrap();
+        if reason["code"] == "invalid_schema" {
+            assert!(reason["schema_id"].as_u64().is_some() && reason["schema_version"] == 1, "{name}: {reason}");
+        }
+    }
+    // PII: the identify's email is stored as a keyed hash, never in clear.
+    let stored = values(&read_all(&server, "events").await);
+    let identify = stored.iter().find(|e| e["type"] == "identify").expect("the identify is stored");
+    let email = identify["traits"]["email"].as_str().unwrap();
+    assert!(email.len() == 64 && email.bytes().all(|b| b.is_ascii_hexdigit()), "{identify}");
+    assert!(!stored.iter().any(|e| e.to_string().contains("a@example.com")));
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("strom_ingest_validation_seconds"), "validation latency is measured");
+}
