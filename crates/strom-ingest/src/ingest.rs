@@ -43,6 +43,8 @@ pub struct IngestConfig {
     pub event_bytes_max: usize,
     pub anonymize_ip: bool,
     pub trusted_proxies: Vec<IpNet>,
+    /// Where the collector keeps its own state (`<data>/collector`).
+    pub state_dir: std::path::PathBuf,
     /// Settings of streams the collector creates (its default and dead-letter streams, and
     /// streams named by catalog types that do not exist yet).
     pub stream_defaults: StreamConfig,
@@ -57,6 +59,17 @@ pub struct Origin<'a> {
     pub batch_sent_at: Option<Value>,
     /// A batch's `context`, merged under each message's own context (the message wins).
     pub batch_context: Option<Map<String, Value>>,
+    /// Set when a dead-lettered event is replayed: see `Replay`.
+    pub replay: Option<Replay>,
+}
+
+/// A dead-lettered event going through the pipeline again.
+pub struct Replay {
+    /// The dedup id of this replay (`!replay/<stream>/<partition>/<offset>` of the dead
+    /// letter), so that replaying twice writes the event once.
+    pub dedup_key: String,
+    /// When the event first arrived: its receivedAt stays what it was.
+    pub received_at: Timestamp,
 }
 
 /// What became of one event.
@@ -106,6 +119,9 @@ pub enum IngestError {
 struct DeadLetterReason<'a> {
     code: &'a str,
     source: &'a str,
+    /// The endpoint's call, for messages that do not name their type (`/v1/track` bodies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     r#type: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +139,7 @@ pub struct Ingest {
     dedup: Dedup,
     user_agents: UserAgents,
     config: IngestConfig,
+    replays: tokio::sync::Mutex<()>,
 }
 
 /// An event on its way to one partition.
@@ -135,7 +152,7 @@ struct Pending {
 
 impl Ingest {
     pub fn new(log: Arc<Log>, catalog: Arc<Catalog>, dedup: Dedup, config: IngestConfig) -> Ingest {
-        Ingest { log, catalog, dedup, user_agents: UserAgents::default(), config }
+        Ingest { log, catalog, dedup, user_agents: UserAgents::default(), config, replays: tokio::sync::Mutex::new(()) }
     }
 
     pub fn dedup(&self) -> &Dedup {
@@ -150,6 +167,29 @@ impl Ingest {
         &self.config
     }
 
+    pub(crate) fn replay_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.replays
+    }
+
+    /// What the pipeline would say of an event now, without writing anything: `Ok` if it
+    /// would be accepted, else the reason code (for dry-run replays).
+    pub fn check_only(&self, source: &Source, call: Option<Call>, raw: &[u8]) -> Result<(), &'static str> {
+        let Ok(Value::Object(message)) = serde_json::from_slice::<Value>(raw) else {
+            return Err("invalid_envelope");
+        };
+        let call = envelope::check(&message, call).map_err(|_| "invalid_envelope")?;
+        let type_name = envelope::type_name(&message, call);
+        if !source.allows_type(type_name) {
+            return Err("type_not_allowed");
+        }
+        let event = Value::Object(message.clone());
+        match self.catalog.snapshot().lookup(kind_of(call), type_name) {
+            Some(event_type) => event_type.validate(&event).map_err(|_| "invalid_schema"),
+            None if source.config.unknown_types == UnknownTypes::Accept => Ok(()),
+            None => Err("unknown_type"),
+        }
+    }
+
     /// Runs the pipeline for a request's events and appends them durably. `call` is the
     /// endpoint's call, `None` for batch. Returns one outcome per event, in order, once every
     /// accepted or dead-lettered event is fsync'd.
@@ -159,12 +199,16 @@ impl Ingest {
         call: Option<Call>,
         events: Vec<Bytes>,
     ) -> Result<Vec<Option<Outcome>>, IngestError> {
-        let received_at = Timestamp::from_millisecond(self.log.clock().now_ms()).unwrap_or_else(|_| Timestamp::now());
+        let received_at = match &origin.replay {
+            Some(replay) => replay.received_at,
+            None => Timestamp::from_millisecond(self.log.clock().now_ms()).unwrap_or_else(|_| Timestamp::now()),
+        };
         let client_ip = network::client_ip(origin.peer, origin.forwarded_for, &self.config.trusted_proxies);
         let connection_ip = if self.config.anonymize_ip { network::anonymize(client_ip) } else { client_ip };
         let catalog = self.catalog.snapshot();
         let source = origin.source;
-        let context = RequestContext { source, ip: connection_ip, received_at };
+        let context =
+            RequestContext { source, ip: connection_ip, received_at, replaying: origin.replay.is_some(), call };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         // (stream, partition) → events for it.
         let mut routes: BTreeMap<(String, u32), Vec<Pending>> = BTreeMap::new();
@@ -185,7 +229,11 @@ impl Ingest {
                 Ok(_) => {
                     let violation = Violation::envelope("", "type", "an event must be a JSON object");
                     let letter = DeadLetter { code: "invalid_envelope", violations: vec![violation], event_type: None };
-                    self.dead_letter(&mut routes, index, raw, None, None, None, letter, &context).await?;
+                    if let Some(outcome) =
+                        self.dead_letter(&mut routes, index, raw, None, None, None, letter, &context).await?
+                    {
+                        outcomes[index] = Some(outcome);
+                    }
                     continue;
                 }
                 Err(error) => {
@@ -193,7 +241,11 @@ impl Ingest {
                     // over events one by one.
                     let violation = Violation::envelope("", "syntax", error.to_string());
                     let letter = DeadLetter { code: "invalid_envelope", violations: vec![violation], event_type: None };
-                    self.dead_letter(&mut routes, index, raw, None, None, None, letter, &context).await?;
+                    if let Some(outcome) =
+                        self.dead_letter(&mut routes, index, raw, None, None, None, letter, &context).await?
+                    {
+                        outcomes[index] = Some(outcome);
+                    }
                     continue;
                 }
             };
@@ -203,8 +255,9 @@ impl Ingest {
             apply_batch_fields(message, origin);
             let key = envelope::partition_key(message).map(Bytes::from);
             // Dedup comes first: a retry of a dead-lettered event must not be kept twice.
-            let dedup_header = match message.get("messageId") {
-                Some(Value::String(id)) if !id.is_empty() && id.len() <= envelope::MESSAGE_ID_BYTES_MAX => {
+            let dedup_header = match (&origin.replay, message.get("messageId")) {
+                (Some(replay), _) => Some(replay.dedup_key.clone()),
+                (None, Some(Value::String(id))) if !id.is_empty() && id.len() <= envelope::MESSAGE_ID_BYTES_MAX => {
                     Some(dedup::header_value(source.name(), id))
                 }
                 _ => None,
@@ -241,7 +294,12 @@ impl Ingest {
                 Ok(call) => call,
                 Err(violation) => {
                     let letter = DeadLetter { code: "invalid_envelope", violations: vec![violation], event_type: None };
-                    self.dead_letter(&mut routes, index, raw, key, dedup_header, reservation, letter, &context).await?;
+                    if let Some(outcome) = self
+                        .dead_letter(&mut routes, index, raw, key, dedup_header, reservation, letter, &context)
+                        .await?
+                    {
+                        outcomes[index] = Some(outcome);
+                    }
                     continue;
                 }
             };
@@ -269,8 +327,12 @@ impl Ingest {
                             .map(|v| Violation { pointer: v.pointer, keyword: v.keyword, message: v.message })
                             .collect();
                         let letter = DeadLetter { code: "invalid_schema", violations, event_type: Some(event_type) };
-                        self.dead_letter(&mut routes, index, raw, key, dedup_header, reservation, letter, &context)
-                            .await?;
+                        if let Some(outcome) = self
+                            .dead_letter(&mut routes, index, raw, key, dedup_header, reservation, letter, &context)
+                            .await?
+                        {
+                            outcomes[index] = Some(outcome);
+                        }
                         continue;
                     }
                     event_type.stream.clone()
@@ -286,8 +348,12 @@ impl Ingest {
                             format!("the catalog has no {call} type {type_name:?}"),
                         );
                         let letter = DeadLetter { code: "unknown_type", violations: vec![violation], event_type: None };
-                        self.dead_letter(&mut routes, index, raw, key, dedup_header, reservation, letter, &context)
-                            .await?;
+                        if let Some(outcome) = self
+                            .dead_letter(&mut routes, index, raw, key, dedup_header, reservation, letter, &context)
+                            .await?
+                        {
+                            outcomes[index] = Some(outcome);
+                        }
                         continue;
                     }
                     UnknownTypes::Reject => {
@@ -358,10 +424,22 @@ impl Ingest {
         reservation: Option<Reservation>,
         letter: DeadLetter<'_>,
         context: &RequestContext<'_>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Option<Outcome>, IngestError> {
+        if context.replaying {
+            // A replay never writes a new dead letter: the old one stays, and says why.
+            if let Some(reservation) = reservation {
+                self.dedup.release(reservation);
+            }
+            let message = letter.violations.first().map_or_else(
+                || "still invalid".to_string(),
+                |v| format!("still invalid at {:?}: {}", v.pointer, v.message),
+            );
+            return Ok(Some(Outcome::Rejected { code: letter.code, message }));
+        }
         let reason = DeadLetterReason {
             code: letter.code,
             source: context.source.name(),
+            call: context.call.map(Call::as_str),
             r#type: letter.event_type.map(|t| t.name.as_str()),
             schema_id: letter.event_type.map(|t| t.schema_id),
             schema_version: letter.event_type.map(|t| t.version),
@@ -387,7 +465,7 @@ impl Ingest {
             reservation,
             dead_letter: Some((letter.code, letter.violations)),
         });
-        Ok(())
+        Ok(None)
     }
 
     fn enrich_context(&self, message: &mut Map<String, Value>, connection_ip: &IpAddr) {
@@ -537,6 +615,9 @@ struct RequestContext<'a> {
     /// The client's address, anonymised when configured.
     ip: IpAddr,
     received_at: Timestamp,
+    replaying: bool,
+    /// The endpoint's call (`None` for batch, where each message names its type).
+    call: Option<Call>,
 }
 
 /// Why an event goes to the dead-letter stream.

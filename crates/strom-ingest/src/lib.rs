@@ -7,10 +7,13 @@ pub mod envelope;
 mod ingest;
 pub mod network;
 pub mod recover;
+pub mod replay;
 pub mod source;
 pub mod useragent;
 
-pub use ingest::{Ingest, IngestConfig, IngestError, Origin, Outcome, REASON_HEADER, SOURCE_HEADER, TYPE_HEADER};
+pub use ingest::{
+    Ingest, IngestConfig, IngestError, Origin, Outcome, REASON_HEADER, Replay, SOURCE_HEADER, TYPE_HEADER,
+};
 
 /// Bytes of a partition key (`userId`/`anonymousId`), as for the generic produce API.
 pub const KEY_BYTES_MAX: usize = 4096;

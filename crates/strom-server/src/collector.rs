@@ -65,6 +65,7 @@ pub(crate) async fn start(
             event_bytes_max: collector.event_bytes_max,
             anonymize_ip: collector.anonymize_ip,
             trusted_proxies,
+            state_dir: config.data_dir.join("collector"),
             stream_defaults,
         },
     ));

@@ -478,3 +478,72 @@ async fn golden_cases_against_the_example_catalog() {
     let metrics = server.metrics().await;
     assert!(metrics.contains("strom_ingest_validation_seconds"), "validation latency is measured");
 }
+
+/// Dead letters replayed after the schema is fixed: appended once, however often the replay
+/// runs, across a restart too; a dry run appends nothing.
+#[tokio::test]
+async fn dead_letters_are_replayed_once_after_a_schema_fix() {
+    let catalog = tempfile::tempdir().unwrap();
+    let strict = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "x-strom": {"kind": "track", "stream": "orders"},
+        "type": "object", "required": ["properties"],
+        "properties": {"properties": {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "integer"}}}}
+    });
+    std::fs::write(catalog.path().join("AddToCart.json"), strict.to_string()).unwrap();
+    let catalog_dir = catalog.path().to_path_buf();
+    let server = TestServer::start_with(|config| config.catalog.dir = catalog_dir.clone()).await;
+    let key = create_source(&server, json!({"name": "web"})).await;
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "u1", "event": "AddToCart", "messageId": "r1", "properties": {"sku": "A-1"}},
+        {"type": "track", "userId": "u2", "event": "AddToCart", "messageId": "r2", "properties": {"sku": 7}},
+    ]});
+    let (status, body) = send(&server, "/v1/batch", &key, &batch).await;
+    assert_eq!((status, &body["accepted"], &body["dead_lettered"]), (200, &json!(1), &json!(1)), "{body}");
+    // A single call dead-lettered too: its body has no type, the reason keeps the call.
+    let (status, body) = send(
+        &server,
+        "/v1/track",
+        &key,
+        &json!({"userId": "u3", "event": "AddToCart", "messageId": "r3", "properties": {"sku": "B-2"}}),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_schema");
+    let (status, report) = replay(&server, json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["replayed"].as_u64(), report["still_invalid"]["invalid_schema"].as_u64()),
+        (Some(0), Some(2)),
+        "{report}"
+    );
+
+    // The fix: sku may be a string (BACKWARD compatible: the schema only relaxes).
+    let relaxed = strict.to_string().replace(r#"{"type":"integer"}"#, r#"{"type":["integer","string"]}"#);
+    assert_ne!(relaxed, strict.to_string());
+    std::fs::write(catalog.path().join("AddToCart.json"), relaxed).unwrap();
+    let (status, reloaded) = server.post("/v1/catalog/reload", &json!({})).await;
+    assert_eq!(status, 200, "{reloaded}");
+    let (_, dry) = replay(&server, json!({"dry_run": true})).await;
+    assert_eq!((dry["would_replay"].as_u64(), dry["replayed"].as_u64()), (Some(2), Some(0)), "{dry}");
+    let (_, report) = replay(&server, json!({"type": "AddToCart", "code": "invalid_schema"})).await;
+    assert_eq!(report["replayed"], 2, "{report}");
+    let (_, again) = replay(&server, json!({})).await;
+    assert_eq!((again["replayed"].as_u64(), again["already_replayed"].as_u64()), (Some(0), Some(2)), "{again}");
+    let server = server.restart().await;
+    let (_, after_restart) = replay(&server, json!({})).await;
+    assert_eq!(after_restart["replayed"], 0, "{after_restart}");
+    let orders = values(&read_all(&server, "orders").await);
+    let mut ids: Vec<&str> = orders.iter().map(|e| e["messageId"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["r1", "r2", "r3"], "{orders:#?}");
+    let r3 = orders.iter().find(|e| e["messageId"] == "r3").unwrap();
+    assert_eq!(r3["type"], "track");
+    // A replayed event keeps the time it first arrived.
+    let letters = read_all(&server, "dead-letters").await;
+    assert_eq!(letters.len(), 2, "replays never add dead letters");
+}
+
+async fn replay(server: &TestServer, filter: Value) -> (u16, Value) {
+    let request = server.client.post(format!("{}/v1/dead-letters/replay", server.url)).json(&filter);
+    status_and_json(request.send().await.unwrap()).await
+}

@@ -216,7 +216,8 @@ async fn collect_inner(
         ));
     }
     let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let request = Origin { source: &source, peer: peer.ip(), forwarded_for, batch_sent_at, batch_context };
+    let request =
+        Origin { source: &source, peer: peer.ip(), forwarded_for, batch_sent_at, batch_context, replay: None };
     let count = events.len();
     let outcomes = state.ingest.ingest(&request, call, events).await.map_err(|error| match error {
         IngestError::Log(error) => ApiError::from(error),
@@ -385,4 +386,15 @@ async fn read_tracking_body(
         }
     };
     Ok((body, permit))
+}
+
+/// `POST /v1/dead-letters/replay`: dead letters (all, or filtered) through the pipeline
+/// again; those that pass now are appended once, however often this is called.
+pub(super) async fn replay(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let filter: strom_ingest::replay::ReplayFilter = super::json_body(body, super::ADMIN_BODY_BYTES_MAX).await?;
+    let report = state.ingest.replay(&state.sources, filter).await.map_err(|error| match error {
+        IngestError::Log(error) => ApiError::from(error),
+    })?;
+    tracing::info!(?report, "dead letters replayed");
+    Ok(axum::Json(report).into_response())
 }

@@ -62,6 +62,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sources", get(sources::list).post(sources::create))
         .route("/v1/sources/{source}", get(sources::get).delete(sources::delete))
         .route("/v1/sources/{source}/keys", post(sources::add_key))
+        .route("/v1/dead-letters/replay", post(collect::replay))
         .route("/v1/streams", get(streams::list).post(streams::create))
         .route("/v1/streams/{stream}", get(streams::describe).delete(streams::delete))
         .route("/v1/streams/{stream}/events", post(produce::produce))
