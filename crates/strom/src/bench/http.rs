@@ -70,6 +70,11 @@ pub struct HttpBenchArgs {
     /// When the server answers: after fsync (`sync`) or after the write to the page cache.
     #[arg(long, value_enum, default_value_t = Durability::Sync)]
     durability: Durability,
+    /// Send through the Segment-compatible tracking API with this write key instead:
+    /// `/v1/batch` (or `/v1/track` with --batch 1), validated, deduplicated and enriched.
+    /// Events go to the stream their catalog type names; --stream is not used.
+    #[arg(long, env = "STROM_WRITE_KEY", hide_env_values = true)]
+    write_key: Option<String>,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -83,14 +88,29 @@ pub fn run(args: HttpBenchArgs, url: &Url) -> Result<()> {
 
 async fn bench(args: HttpBenchArgs, url: &Url) -> Result<()> {
     let api = Api::new(url.clone(), args.concurrency as usize)?;
-    let partitions = ensure_stream(&api, &args.stream, args.partitions).await?;
+    let partitions = match &args.write_key {
+        Some(_) => 0,
+        None => ensure_stream(&api, &args.stream, args.partitions).await?,
+    };
     let workload = Arc::new(Workload::encode(&args)?);
     let stop = match args.duration_s {
         Some(duration_s) => Stop::At(Duration::from_secs(duration_s)),
         None => Stop::AfterBodies(workload.bodies.len() as u64),
     };
-    let mut produce_url = api.url(&["v1", "streams", &args.stream, "events"]);
-    produce_url.query_pairs_mut().append_pair("durability", args.durability.as_str());
+    let produce_url = match &args.write_key {
+        Some(_) if args.batch == 1 => api.url(&["v1", "track"]),
+        Some(_) => api.url(&["v1", "batch"]),
+        None => {
+            let mut url = api.url(&["v1", "streams", &args.stream, "events"]);
+            url.query_pairs_mut().append_pair("durability", args.durability.as_str());
+            url
+        }
+    };
+    let authorization = args.write_key.as_ref().map(|key| {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value")
+    });
 
     let progress = Progress::start(&stop, workload.events);
     let next_body = Arc::new(AtomicU64::new(0));
@@ -100,6 +120,7 @@ async fn bench(args: HttpBenchArgs, url: &Url) -> Result<()> {
         let worker = Worker {
             http: api.http().clone(),
             url: produce_url.clone(),
+            authorization: authorization.clone(),
             workload: Arc::clone(&workload),
             next_body: Arc::clone(&next_body),
             events_done: Arc::clone(&progress.events_done),
@@ -169,25 +190,27 @@ struct Body {
 impl Workload {
     fn encode(args: &HttpBenchArgs) -> Result<Workload> {
         let batch = u64::from(args.batch);
+        let wrap = args.write_key.is_some();
         match &args.input {
             Some(path) => {
                 let lines = read_json_lines(path)?;
                 let events = args.events.unwrap_or(lines.len() as u64);
                 let line_count = lines.len() as u64;
-                Workload::from_events(events, batch, |index, out| {
+                Workload::from_events(events, batch, wrap, |index, out| {
                     out.extend_from_slice(lines[(index % line_count) as usize].get().as_bytes());
                 })
             }
             None => {
                 let events = args.events.unwrap_or(EVENTS_DEFAULT);
                 let synthesizer = Synthesizer::new(args.event_bytes as usize);
-                Workload::from_events(events, batch, |index, out| synthesizer.event(index, out))
+                Workload::from_events(events, batch, wrap, |index, out| synthesizer.event(index, out))
             }
         }
     }
 
-    /// Bodies of `batch` events each (the last may hold fewer), event `i` written by `event`.
-    fn from_events(events: u64, batch: u64, mut event: impl FnMut(u64, &mut Vec<u8>)) -> Result<Workload> {
+    /// Bodies of `batch` events each (the last may hold fewer), event `i` written by `event`;
+    /// `wrap` writes a Segment batch (`{"batch": [...]}`) instead of a bare array.
+    fn from_events(events: u64, batch: u64, wrap: bool, mut event: impl FnMut(u64, &mut Vec<u8>)) -> Result<Workload> {
         let mut bodies = Vec::with_capacity(events.div_ceil(batch) as usize);
         let mut bytes = 0u64;
         let mut first = 0;
@@ -197,6 +220,9 @@ impl Workload {
             if count == 1 && batch == 1 {
                 event(first, &mut json);
             } else {
+                if wrap {
+                    json.extend_from_slice(br#"{"batch":"#);
+                }
                 json.push(b'[');
                 for index in first..first + count {
                     if index > first {
@@ -205,6 +231,9 @@ impl Workload {
                     event(index, &mut json);
                 }
                 json.push(b']');
+                if wrap {
+                    json.push(b'}');
+                }
             }
             bytes += json.len() as u64;
             if bytes > ENCODED_BYTES_MAX as u64 {
@@ -262,7 +291,7 @@ impl Synthesizer {
             concat!(
                 r#"{{"type":"track","event":"AddToCart","userId":"user-{user}","#,
                 r#""messageId":"{run}-{index}","timestamp":"{timestamp}","#,
-                r#""properties":{{"sku":"SKU-{sku:05}","quantity":{quantity},"price":{price}.99,"#,
+                r#""properties":{{"cart_id":"cart-{user}","sku":"SKU-{sku:05}","quantity":{quantity},"price":{price}.99,"#,
                 r#""currency":"EUR","padding":""#
             ),
             user = user,
@@ -332,6 +361,8 @@ impl Stop {
 struct Worker {
     http: Client,
     url: Url,
+    /// Basic auth with the write key, for the tracking API.
+    authorization: Option<HeaderValue>,
     workload: Arc<Workload>,
     /// The next body to send, shared by all workers.
     next_body: Arc<AtomicU64>,
@@ -374,16 +405,31 @@ impl Worker {
     /// One produce request, its answer read whole so the connection can be reused; an error
     /// is named by its HTTP status or by what failed (`connect`, `timeout`, `io`).
     async fn send(&self, body: &Body) -> Result<(), String> {
-        let request = self
+        let mut request = self
             .http
             .post(self.url.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
             .body(body.json.clone());
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
+        }
         let response = request.send().await.map_err(|error| transport_error(&error))?;
         let status = response.status();
-        response.bytes().await.map_err(|error| transport_error(&error))?;
-        if status.is_success() { Ok(()) } else { Err(status.as_u16().to_string()) }
+        let answer = response.bytes().await.map_err(|error| transport_error(&error))?;
+        if !status.is_success() {
+            return Err(status.as_u16().to_string());
+        }
+        // The tracking API answers 200 for a batch whose events were dead-lettered: only
+        // events it accepted (or already had) count as acknowledged.
+        if self.authorization.is_some() && body.events > 1 {
+            let counts: serde_json::Value = serde_json::from_slice(&answer).map_err(|_| "bad_answer".to_owned())?;
+            let stored = counts["accepted"].as_u64().unwrap_or(0) + counts["duplicates"].as_u64().unwrap_or(0);
+            if stored != body.events {
+                return Err("not_accepted".to_owned());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -512,7 +558,7 @@ impl BenchResult {
         let ms = |us: u64| us as f64 / 1_000.0;
         let latency = &tally.latency_us;
         BenchResult {
-            stream: args.stream.clone(),
+            stream: if args.write_key.is_some() { "(tracking API)".to_string() } else { args.stream.clone() },
             partitions,
             durability: args.durability,
             batch: args.batch,
@@ -620,12 +666,12 @@ mod tests {
     #[test]
     fn bodies_hold_batches_and_single_events_stay_objects() {
         let write = |index: u64, out: &mut Vec<u8>| out.extend_from_slice(format!("{{\"i\":{index}}}").as_bytes());
-        let single = Workload::from_events(2, 1, write).unwrap();
+        let single = Workload::from_events(2, 1, false, write).unwrap();
         assert_eq!(
             single.bodies.iter().map(|body| &body.json[..]).collect::<Vec<_>>(),
             [&b"{\"i\":0}"[..], b"{\"i\":1}"]
         );
-        let batched = Workload::from_events(5, 2, write).unwrap();
+        let batched = Workload::from_events(5, 2, false, write).unwrap();
         let bodies: Vec<&[u8]> = batched.bodies.iter().map(|body| &body.json[..]).collect();
         assert_eq!(bodies, [&b"[{\"i\":0},{\"i\":1}]"[..], b"[{\"i\":2},{\"i\":3}]", b"[{\"i\":4}]"]);
         assert_eq!(batched.events, 5);
