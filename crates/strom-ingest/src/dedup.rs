@@ -61,24 +61,42 @@ pub fn header_value(source: &str, message_id: &str) -> String {
 
 /// What the index says about a new event.
 #[derive(Debug)]
-pub enum Check {
-    /// Not seen: reserved until `commit` or `release`.
-    New(Reservation),
+pub enum Check<'a> {
+    /// Not seen: reserved until `commit`, `release` or drop.
+    New(Reservation<'a>),
     /// Seen at this place (stream name, location): read it back to confirm.
     Candidate(String, Location),
     /// Another request is writing the same id right now.
     InFlight,
 }
 
-/// An id being written. Dropping it without `commit` or `release` leaks a pending entry, so
-/// both take it by value.
-#[derive(Debug)]
+/// An id being written. Dropped without `commit` (an error, a refusal, a cancelled request),
+/// it is released, so that the client's retry is not taken for a duplicate of nothing.
 #[must_use]
-pub struct Reservation {
+pub struct Reservation<'a> {
+    dedup: &'a Dedup,
     hash: u64,
     sequence: u64,
     /// False after a verified hash collision: the slot belongs to another id.
     remember: bool,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").field("hash", &self.hash).field("sequence", &self.sequence).finish()
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.remember {
+            let mut inner = self.dedup.lock();
+            if inner.pending.get(&self.hash) == Some(&self.sequence) {
+                inner.pending.remove(&self.hash);
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +241,7 @@ impl Dedup {
     }
 
     /// Looks an id up and, when it is new, reserves it.
-    pub fn check(&self, header_value: &[u8]) -> Check {
+    pub fn check(&self, header_value: &[u8]) -> Check<'_> {
         let key = hash(header_value);
         let mut inner = self.lock();
         for bucket in inner.buckets.values().rev() {
@@ -237,19 +255,20 @@ impl Dedup {
         }
         let sequence = inner.reserve_sequence();
         inner.pending.insert(key, sequence);
-        Check::New(Reservation { hash: key, sequence, remember: true })
+        Check::New(Reservation { dedup: self, hash: key, sequence, remember: true, settled: false })
     }
 
     /// After a candidate turned out to be another id with the same hash: the new event is
     /// written, but its id cannot take the slot, so it is not remembered.
-    pub fn reserve_colliding(&self, header_value: &[u8]) -> Reservation {
+    pub fn reserve_colliding(&self, header_value: &[u8]) -> Reservation<'_> {
         metrics::counter!("strom_ingest_dedup_hash_collisions_total").increment(1);
         let sequence = self.lock().reserve_sequence();
-        Reservation { hash: hash(header_value), sequence, remember: false }
+        Reservation { dedup: self, hash: hash(header_value), sequence, remember: false, settled: false }
     }
 
     /// The event was written at `offset`: remember it.
-    pub fn commit(&self, reservation: Reservation, stream: &str, partition: u32, offset: u64, now_ms: i64) {
+    pub fn commit(&self, mut reservation: Reservation<'_>, stream: &str, partition: u32, offset: u64, now_ms: i64) {
+        reservation.settled = true;
         if !reservation.remember {
             return;
         }
@@ -263,17 +282,15 @@ impl Dedup {
     }
 
     /// The write failed: forget the reservation, so that a retry is not taken for a duplicate.
-    pub fn release(&self, reservation: Reservation) {
-        if reservation.remember {
-            let mut inner = self.lock();
-            if inner.pending.get(&reservation.hash) == Some(&reservation.sequence) {
-                inner.pending.remove(&reservation.hash);
-            }
-        }
+    /// (Dropping it does the same; this says so at the call site.)
+    pub fn release(&self, reservation: Reservation<'_>) {
+        drop(reservation);
     }
 
     fn insert(&self, inner: &mut Inner, start: i64, key: u64, location: Location, sequence: u64) {
-        if inner.buckets.values().any(|bucket| bucket.entries.contains_key(&key)) {
+        // A commit follows a `check` that found no entry, and the pending reservation kept
+        // others out since; only records read back at recovery can repeat an entry.
+        if sequence == SCANNED && inner.buckets.values().any(|bucket| bucket.entries.contains_key(&key)) {
             return;
         }
         let bucket = inner.buckets.entry(start).or_default();

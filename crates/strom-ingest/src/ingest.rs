@@ -143,10 +143,10 @@ pub struct Ingest {
 }
 
 /// An event on its way to one partition.
-struct Pending {
+struct Pending<'a> {
     index: usize,
     record: RecordIn,
-    reservation: Option<Reservation>,
+    reservation: Option<Reservation<'a>>,
     dead_letter: Option<(&'static str, Vec<Violation>)>,
 }
 
@@ -210,13 +210,16 @@ impl Ingest {
         let context =
             RequestContext { source, ip: connection_ip, received_at, replaying: origin.replay.is_some(), call };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        // The catalog type of each event, for the metrics' `type` label: only names the catalog
+        // defines, so that clients cannot grow the label set.
+        let mut type_labels: Vec<Option<String>> = vec![None; events.len()];
         // (stream, partition) → events for it.
-        let mut routes: BTreeMap<(String, u32), Vec<Pending>> = BTreeMap::new();
+        let mut routes: BTreeMap<(String, u32), Vec<Pending<'_>>> = BTreeMap::new();
+        let validation_seconds = metrics::histogram!("strom_ingest_validation_seconds");
         // Ids this request already reserved: a repeat inside one batch is a duplicate of the
         // earlier message, which this request writes (or fails to, and the retry resends both).
         let mut reserved_here: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (index, raw) in events.into_iter().enumerate() {
-            let started = Instant::now();
             if raw.len() > self.config.event_bytes_max {
                 outcomes[index] = Some(Outcome::Rejected {
                     code: "event_too_large",
@@ -316,10 +319,12 @@ impl Ingest {
             }
             let event_type = catalog.lookup(kind_of(call), &type_name).cloned();
             let event_type = event_type.as_ref();
+            type_labels[index] = event_type.map(|t| t.name.clone());
             let stream = match event_type {
                 Some(event_type) => {
+                    let started = Instant::now();
                     let validated = event_type.validate(&event);
-                    metrics::histogram!("strom_ingest_validation_seconds").record(started.elapsed().as_secs_f64());
+                    validation_seconds.record(started.elapsed().as_secs_f64());
                     if let Err(violations) = validated {
                         let violations = violations
                             .into_iter()
@@ -403,7 +408,30 @@ impl Ingest {
                 dead_letter: None,
             });
         }
-        self.append_all(routes, &mut outcomes).await?;
+        let appended = self.append_all(routes, &mut outcomes).await;
+        // Counted per request, not per event: a labelled counter costs a registry lookup.
+        let source_label = source.name().to_string();
+        let mut counts: std::collections::HashMap<(Option<String>, &'static str), u64> =
+            std::collections::HashMap::new();
+        for (outcome, type_label) in outcomes.iter().zip(type_labels) {
+            let Some(outcome) = outcome else { continue };
+            *counts.entry((type_label, outcome.label())).or_default() += 1;
+        }
+        for ((type_label, outcome), count) in counts {
+            let type_label = type_label.unwrap_or_else(|| "(none)".to_string());
+            metrics::counter!("strom_ingest_events_total", "source" => source_label.clone(), "type" => type_label, "outcome" => outcome)
+                .increment(count);
+            if matches!(outcome, "invalid_schema" | "invalid_envelope" | "unknown_type")
+                && outcomes.iter().any(|o| matches!(o, Some(Outcome::DeadLettered { code, .. }) if *code == outcome))
+            {
+                metrics::counter!("strom_ingest_dead_letters_total", "source" => source_label.clone(), "reason" => outcome)
+                    .increment(count);
+            }
+        }
+        if appended.is_err() {
+            metrics::counter!("strom_ingest_append_errors_total", "source" => source_label).increment(1);
+        }
+        appended?;
         Ok(outcomes)
     }
 
@@ -414,14 +442,14 @@ impl Ingest {
     /// Routes a dead-letter record: the event's bytes untouched, the reason in a header, the
     /// partition chosen by the event's key as it would have been.
     #[allow(clippy::too_many_arguments)]
-    async fn dead_letter(
-        &self,
-        routes: &mut BTreeMap<(String, u32), Vec<Pending>>,
+    async fn dead_letter<'a>(
+        &'a self,
+        routes: &mut BTreeMap<(String, u32), Vec<Pending<'a>>>,
         index: usize,
         raw: Bytes,
         key: Option<Bytes>,
         dedup_header: Option<String>,
-        reservation: Option<Reservation>,
+        reservation: Option<Reservation<'a>>,
         letter: DeadLetter<'_>,
         context: &RequestContext<'_>,
     ) -> Result<Option<Outcome>, IngestError> {
@@ -488,7 +516,7 @@ impl Ingest {
     }
 
     /// Looks a messageId up; a candidate is read back to be sure it is the same id.
-    async fn reserve(&self, header: &str) -> Reserve {
+    async fn reserve(&self, header: &str) -> Reserve<'_> {
         match self.dedup.check(header.as_bytes()) {
             Check::New(reservation) => Reserve::New(reservation),
             Check::InFlight => Reserve::InFlight,
@@ -542,10 +570,10 @@ impl Ingest {
     /// client's retry is deduplicated instead of written twice.
     async fn append_all(
         &self,
-        routes: BTreeMap<(String, u32), Vec<Pending>>,
+        routes: BTreeMap<(String, u32), Vec<Pending<'_>>>,
         outcomes: &mut [Option<Outcome>],
     ) -> Result<(), IngestError> {
-        let mut batches: Vec<(String, u32, Vec<Pending>)> = Vec::new();
+        let mut batches: Vec<(String, u32, Vec<Pending<'_>>)> = Vec::new();
         for ((stream, partition), mut pending) in routes {
             while !pending.is_empty() {
                 let mut bytes = 0;
@@ -657,8 +685,8 @@ fn record_size(record: &RecordIn) -> usize {
         + 32
 }
 
-enum Reserve {
-    New(Reservation),
+enum Reserve<'a> {
+    New(Reservation<'a>),
     Duplicate,
     InFlight,
 }

@@ -99,7 +99,7 @@ async fn analytics_node_events_arrive_enriched_and_deduplicated() {
 
     let metrics = server.metrics().await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("strom_collector_events_total") && l.contains("outcome=\"duplicate\"")),
+        metrics.lines().any(|l| l.starts_with("strom_ingest_events_total") && l.contains("outcome=\"duplicate\"")),
         "{metrics}"
     );
 }

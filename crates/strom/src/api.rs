@@ -31,7 +31,7 @@ pub struct Api {
 impl Api {
     /// A client for the server at `base` (for example `http://127.0.0.1:8425`), keeping up to
     /// `connections_idle_max` connections open between requests.
-    pub fn new(base: Url, connections_idle_max: usize) -> Result<Api> {
+    pub fn new(base: Url, connections_idle_max: usize, token: Option<&str>) -> Result<Api> {
         // This build carries no TLS (see Cargo.toml): say so now rather than at the first request.
         if base.scheme() != "http" {
             bail!("--url {base}: only http:// URLs are supported");
@@ -39,7 +39,15 @@ impl Api {
         if base.cannot_be_a_base() {
             bail!("--url {base}: not a base URL");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {token}")).context("--token: not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .pool_max_idle_per_host(connections_idle_max)
             // Small requests must not wait for Nagle's algorithm to fill a segment.

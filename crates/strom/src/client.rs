@@ -53,6 +53,12 @@ pub enum Command {
     /// List consumer groups, show their offsets and lag, reset them.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Tracking sources and their write keys.
+    #[command(subcommand)]
+    Sources(crate::collect::SourcesCommand),
+    /// The tracking collector's dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(crate::collect::DeadLettersCommand),
 }
 
 pub async fn run(api: &Api, command: Command) -> Result<()> {
@@ -62,6 +68,8 @@ pub async fn run(api: &Api, command: Command) -> Result<()> {
         Command::Consume(args) => consume(api, args).await,
         Command::Tail(args) => tail(api, args).await,
         Command::Groups(command) => groups(api, command).await,
+        Command::Sources(command) => crate::collect::sources(api, command).await,
+        Command::DeadLetters(command) => crate::collect::dead_letters(api, command).await,
     }
 }
 
@@ -880,7 +888,7 @@ impl JsonLines {
     }
 }
 
-fn print_raw(body: &[u8]) -> Result<()> {
+pub(crate) fn print_raw(body: &[u8]) -> Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(body)?;
     if !body.ends_with(b"\n") {
@@ -890,7 +898,7 @@ fn print_raw(body: &[u8]) -> Result<()> {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<()> {
+pub(crate) fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<()> {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
     for row in &rows {

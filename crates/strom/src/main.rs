@@ -6,6 +6,7 @@
 mod api;
 mod bench;
 mod client;
+mod collect;
 
 use std::io;
 use std::process::ExitCode;
@@ -16,12 +17,18 @@ use reqwest::Url;
 
 use crate::api::{Api, ApiError};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "strom", version, about = "Strom: a durable, partitioned event log with an HTTP API")]
 struct Cli {
     /// The server the client commands and the bench talk to.
     #[arg(long, global = true, env = "STROM_URL", default_value = "http://127.0.0.1:8425")]
     url: Url,
+    /// Admin token for a server with `auth.admin_tokens_sha256` set (sent as a Bearer token).
+    #[arg(long, global = true, env = "STROM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,7 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         // The server builds its own runtime and blocks until it is told to stop.
         Command::Serve(args) => strom_server::serve(args).context("the server stopped with an error"),
         Command::Client(command) => {
-            let api = Api::new(cli.url, CLIENT_CONNECTIONS_IDLE_MAX)?;
+            let api = Api::new(cli.url, CLIENT_CONNECTIONS_IDLE_MAX, cli.token.as_deref())?;
             // A client command sends one request at a time: one thread is plenty.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -71,7 +78,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(client::run(&api, command))
         }
-        Command::Bench(bench) => bench::run(bench, &cli.url),
+        Command::Bench(bench) => bench::run(bench, &cli.url, cli.token.as_deref()),
     }
 }
 

@@ -226,10 +226,6 @@ async fn collect_inner(
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::Rejected { code: "internal", message: "no outcome".into() }))
         .collect();
-    for outcome in &outcomes {
-        metrics::counter!("strom_collector_events_total", "source" => source.name().to_string(), "outcome" => outcome.label())
-            .increment(1);
-    }
     Ok(match call {
         Some(_) => single_response(outcomes.into_iter().next().unwrap_or(Outcome::Duplicate)),
         None => batch_response(&outcomes, count),

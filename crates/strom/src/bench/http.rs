@@ -80,14 +80,17 @@ pub struct HttpBenchArgs {
     json: bool,
 }
 
-pub fn run(args: HttpBenchArgs, url: &Url) -> Result<()> {
+pub fn run(args: HttpBenchArgs, url: &Url, token: Option<&str>) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(bench(args, url))
+    runtime.block_on(bench(args, url, token))
 }
 
-async fn bench(args: HttpBenchArgs, url: &Url) -> Result<()> {
-    let api = Api::new(url.clone(), args.concurrency as usize)?;
+async fn bench(args: HttpBenchArgs, url: &Url, token: Option<&str>) -> Result<()> {
+    // With a write key the requests carry their own Basic auth; the admin token is for
+    // creating the stream of the plain produce bench.
+    let token = if args.write_key.is_some() { None } else { token };
+    let api = Api::new(url.clone(), args.concurrency as usize, token)?;
     let partitions = match &args.write_key {
         Some(_) => 0,
         None => ensure_stream(&api, &args.stream, args.partitions).await?,

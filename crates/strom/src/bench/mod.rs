@@ -12,9 +12,10 @@ pub enum Bench {
     Http(http::HttpBenchArgs),
 }
 
-/// Runs a benchmark; `url` is the global `--url`, the server the HTTP bench loads.
-pub fn run(bench: Bench, url: &Url) -> Result<()> {
+/// Runs a benchmark; `url` is the global `--url`, the server the HTTP bench loads, `token`
+/// the global `--token`.
+pub fn run(bench: Bench, url: &Url, token: Option<&str>) -> Result<()> {
     match bench {
-        Bench::Http(args) => http::run(args, url),
+        Bench::Http(args) => http::run(args, url, token),
     }
 }
