@@ -15,9 +15,6 @@ use tokio::task::JoinHandle;
 
 use crate::{Config, ServerError};
 
-/// How often the dedup index drops expired ids and files closed buckets.
-const DEDUP_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 pub(crate) struct Collector {
     pub ingest: Arc<Ingest>,
     pub sources: Arc<Sources>,
@@ -84,14 +81,15 @@ pub(crate) async fn start(
     if admin_tokens.is_empty() {
         tracing::warn!("no admin tokens configured ([auth] admin_tokens_sha256): the admin and read APIs are open");
     }
-    let upkeep = tokio::spawn(upkeep(ingest.clone(), log.clone(), stopping));
+    let interval = Duration::from_millis(collector.dedup_upkeep_interval_ms);
+    let upkeep = tokio::spawn(upkeep(ingest.clone(), log.clone(), interval, stopping));
     Ok(Collector { ingest, sources, admin_tokens, upkeep })
 }
 
 /// Runs until shutdown starts; an upkeep in progress finishes first, so that `close` is the
 /// last to write the index files.
-async fn upkeep(ingest: Arc<Ingest>, log: Arc<Log>, mut stopping: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(DEDUP_UPKEEP_INTERVAL);
+async fn upkeep(ingest: Arc<Ingest>, log: Arc<Log>, every: Duration, mut stopping: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -65,6 +65,9 @@ pub struct CollectorConfig {
     /// Message ids remembered at most (each costs at most 64 bytes of memory); beyond it the
     /// oldest are forgotten early, which is counted and logged.
     pub dedup_ids_max: usize,
+    /// How often the dedup index drops expired ids and writes closed buckets to disk (the
+    /// more often, the less a restart after a crash reads back from the log).
+    pub dedup_upkeep_interval_ms: u64,
     /// Zero the host part of client addresses before anything is written.
     pub anonymize_ip: bool,
     /// Proxies whose `X-Forwarded-For` is believed (CIDR networks).
@@ -212,6 +215,7 @@ impl Default for CollectorConfig {
             batch_bytes_max: 500 * 1024,
             dedup_window_ms: 24 * 3_600_000,
             dedup_ids_max: 4_000_000,
+            dedup_upkeep_interval_ms: 5000,
             anonymize_ip: true,
             trusted_proxies: Vec::new(),
         }
@@ -379,6 +383,10 @@ impl Config {
             return Err("collector.dedup_window_ms must be between 60000 (a minute) and 2592000000 (30 days)".into());
         }
         positive("collector.dedup_ids_max", collector.dedup_ids_max as u64)?;
+        positive("collector.dedup_upkeep_interval_ms", collector.dedup_upkeep_interval_ms)?;
+        if collector.dedup_upkeep_interval_ms > 3_600_000 {
+            return Err("collector.dedup_upkeep_interval_ms must be at most 3600000 (an hour)".into());
+        }
         collector.trusted_proxy_networks()?;
         let mut names = std::collections::HashSet::new();
         for source in &self.sources {

@@ -17,17 +17,15 @@
 //! from the clock; it is printed so a failure can be replayed as closely as timing allows).
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+mod common;
+use common::TestServer;
 
 const STREAM: &str = "ledger";
 const PARTITIONS: u32 = 2;
@@ -38,81 +36,11 @@ const KILL_DELAY_MS_MIN: u64 = 50;
 const KILL_DELAY_MS_MAX: u64 = 400;
 /// Events per request: 1 half of the time, else up to this many.
 const BATCH_EVENTS_MAX: u64 = 5;
-const STARTUP_TIMEOUT_MS: u64 = 30_000;
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
 const READ_PAGE_RECORDS: u32 = 10_000;
-
-/// The `strom serve` child process, killed when dropped so a failing test leaves no server.
-struct TestServer {
-    child: Child,
-    url: String,
-}
-
-impl TestServer {
-    /// Starts `strom serve` on `data_dir` and an ephemeral port, its logs appended to
-    /// `log_path`, and waits for its `listening http://HOST:PORT` line.
-    fn start(data_dir: &Path, log_path: &Path) -> TestServer {
-        let log = File::options().create(true).append(true).open(log_path).expect("open the server log");
-        let parent = data_dir.parent().expect("the data dir has a parent");
-        // Checkpoints every 50 ms, so kills also land after periodic checkpoints, whose synced
-        // position decides what recovery may cut.
-        let config = parent.join("crash.toml");
-        std::fs::write(&config, "[log]\ncheckpoint_interval_ms = 50\n").expect("write the test config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
-        command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            // The server reads ./strom.toml when it exists: run where there is none.
-            .current_dir(parent)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // The developer's STROM_* settings must not change the server under test.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("STROM_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command.spawn().expect("spawn strom serve");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (line_sender, line_receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = line_sender.send(lines.next());
-            // Keep reading so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let mut server = TestServer { child, url: String::new() };
-        let line = match line_receiver.recv_timeout(Duration::from_millis(STARTUP_TIMEOUT_MS)) {
-            Ok(Some(Ok(line))) => line,
-            other => panic!(
-                "strom serve did not print its listening line ({other:?}); its log:\n{}",
-                std::fs::read_to_string(log_path).unwrap_or_default()
-            ),
-        };
-        server.url = line
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("unexpected first line of strom serve: {line:?}"))
-            .trim_end_matches('/')
-            .to_owned();
-        server
-    }
-
-    /// SIGKILL: the process gets no chance to flush or clean up anything.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL strom serve");
-        self.child.wait().expect("reap strom serve");
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Checkpoints every 50 ms, so kills also land after periodic checkpoints, whose synced
+/// position decides what recovery may cut.
+const CONFIG: &str = "[log]\ncheckpoint_interval_ms = 50\n";
 
 /// A request a writer sent: `len` events with sequence numbers from `seq_first`.
 #[derive(Clone, Copy)]
@@ -359,7 +287,7 @@ async fn acknowledged_events_survive_sigkill() {
         .build()
         .expect("build the HTTP client");
 
-    let mut server = TestServer::start(&data_dir, &log_path);
+    let mut server = TestServer::start(&data_dir, &log_path, CONFIG);
     let created = http
         .post(format!("{}/v1/streams", server.url))
         .header("content-type", "application/json")
@@ -416,7 +344,7 @@ async fn acknowledged_events_survive_sigkill() {
         }
 
         let restarted = Instant::now();
-        server = TestServer::start(&data_dir, &log_path);
+        server = TestServer::start(&data_dir, &log_path, CONFIG);
         let restart_ms = restarted.elapsed().as_millis();
         let verified = Instant::now();
         match verify(&http, &server.url, &ledger).await {
