@@ -177,6 +177,17 @@ pub fn type_name(message: &Map<String, Value>, call: Call) -> &str {
     }
 }
 
+/// The name the catalog looks a message up by: the event name for track, the page or screen
+/// name for page and screen (the catalog falls back to its catch-all page or screen type),
+/// else the call.
+pub fn lookup_name(message: &Map<String, Value>, call: Call) -> &str {
+    match call {
+        Call::Track => message.get("event").and_then(Value::as_str).unwrap_or(""),
+        Call::Page | Call::Screen => message.get("name").and_then(Value::as_str).unwrap_or(""),
+        other => other.as_str(),
+    }
+}
+
 fn parse_time(value: &Value) -> Result<Timestamp, String> {
     let Value::String(text) = value else {
         return Err("must be an ISO-8601 date-time string".to_string());

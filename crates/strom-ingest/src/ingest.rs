@@ -183,7 +183,7 @@ impl Ingest {
             return Err("type_not_allowed");
         }
         let event = Value::Object(message.clone());
-        match self.catalog.snapshot().lookup(kind_of(call), type_name) {
+        match self.catalog.snapshot().lookup(kind_of(call), envelope::lookup_name(&message, call)) {
             Some(event_type) => event_type.validate(&event).map_err(|_| "invalid_schema"),
             None if source.config.unknown_types == UnknownTypes::Accept => Ok(()),
             None => Err("unknown_type"),
@@ -317,7 +317,7 @@ impl Ingest {
                 });
                 continue;
             }
-            let event_type = catalog.lookup(kind_of(call), &type_name).cloned();
+            let event_type = catalog.lookup(kind_of(call), envelope::lookup_name(message, call)).cloned();
             let event_type = event_type.as_ref();
             type_labels[index] = event_type.map(|t| t.name.clone());
             let stream = match event_type {
