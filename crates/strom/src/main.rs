@@ -17,9 +17,6 @@ use reqwest::Url;
 
 use crate::api::{Api, ApiError};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "strom", version, about = "Strom: a durable, partitioned event log with an HTTP API")]
 struct Cli {
