@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Address of the HTTP API [default: 127.0.0.1:8425]. Port 0 picks a free port.
     #[arg(long, env = "STROM_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the Kafka listener [default: 127.0.0.1:9092]. Port 0 picks a free port.
+    #[arg(long, env = "STROM_KAFKA_ADDR", value_name = "HOST:PORT")]
+    pub kafka_addr: Option<SocketAddr>,
     /// Log filter, e.g. `info` or `strom_log=debug,info` [default: info].
     #[arg(long, env = "STROM_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -39,6 +42,8 @@ pub struct Config {
     /// Defaults for streams created without explicit settings.
     pub streams: StreamDefaults,
     pub logging: LoggingConfig,
+    /// The Kafka wire protocol listener (its keys are `strom_kafka::KafkaConfig`'s).
+    pub kafka: strom_kafka::KafkaConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -107,6 +112,7 @@ impl Default for Config {
             log: LogSettings::default(),
             streams: StreamDefaults::default(),
             logging: LoggingConfig::default(),
+            kafka: strom_kafka::KafkaConfig::default(),
         }
     }
 }
@@ -182,6 +188,9 @@ impl Config {
         if let Some(addr) = args.http_addr {
             config.http.addr = addr;
         }
+        if let Some(addr) = args.kafka_addr {
+            config.kafka.addr = addr;
+        }
         if let Some(level) = &args.log_level {
             config.logging.level = level.clone();
         }
@@ -234,6 +243,7 @@ impl Config {
             return Err("http.inflight_bytes_max must be at least http.body_bytes_max".into());
         }
         self.streams.stream_config().validate().map_err(|error| format!("streams: {error}"))?;
+        self.kafka.validate()?;
         Ok(())
     }
 
@@ -267,6 +277,8 @@ mod tests {
             ("[http]\nbody_bytes_max = 16777216", "http.body_bytes_max"),
             ("[logging]\nformat = \"xml\"", "format"),
             ("colour = true", "colour"),
+            ("[kafka]\nframe_bytes_max = 10", "kafka.frame_bytes_max"),
+            ("[kafka]\nport = 9092", "port"),
         ];
         for (text, key) in cases {
             let error = Config::parse(text).unwrap_err();

@@ -60,7 +60,7 @@ impl TestServer {
         std::fs::write(&config, "[log]\ncheckpoint_interval_ms = 50\n").expect("write the test config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
         command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--config"])
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(data_dir)

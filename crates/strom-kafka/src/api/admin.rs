@@ -1,0 +1,184 @@
+//! CreateTopics and DeleteTopics: Kafka's topic administration on the log's streams (one
+//! namespace with the HTTP API).
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use strom_log::{StreamConfig, limits::PARTITIONS_PER_STREAM_MAX, validate_stream_name};
+
+use crate::errors;
+use crate::limits::ADMIN_TOPICS_PER_REQUEST_MAX;
+use crate::server::Broker;
+
+type Refusal = (ResponseError, String);
+
+pub(super) async fn create_topics(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    let too_many = request.topics.len() > ADMIN_TOPICS_PER_REQUEST_MAX;
+    for topic in request.topics {
+        let name = topic.name.clone();
+        let outcome = if too_many {
+            Err((ResponseError::PolicyViolation, format!("at most {ADMIN_TOPICS_PER_REQUEST_MAX} topics per request")))
+        } else {
+            match stream_config(&topic, &broker.stream_defaults) {
+                Err(refusal) => Err(refusal),
+                Ok(config) if request.validate_only => {
+                    match validate_stream_name(name.as_str()).and_then(|()| config.validate()) {
+                        Err(error) => Err((errors::code(&error), error.to_string())),
+                        Ok(()) if broker.log.stream(name.as_str()).is_ok() => Err((
+                            ResponseError::TopicAlreadyExists,
+                            format!("topic {:?} already exists", name.as_str()),
+                        )),
+                        Ok(()) => Ok(config),
+                    }
+                }
+                Ok(config) => match broker.log.create_stream(name.as_str(), config.clone()).await {
+                    Ok(_) => Ok(config),
+                    Err(error) => Err((errors::code(&error), error.to_string())),
+                },
+            }
+        };
+        let mut result = CreatableTopicResult::default();
+        result.name = name;
+        match outcome {
+            Ok(config) => {
+                result.error_message = None;
+                if version >= 5 {
+                    result.num_partitions = config.partitions as i32;
+                    result.replication_factor = 1;
+                    result.configs = Some(described(&config));
+                }
+            }
+            Err((code, message)) => {
+                result.error_code = code.code();
+                result.error_message = Some(StrBytes::from_string(message));
+                if version >= 5 {
+                    result.configs = None;
+                }
+            }
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+/// The stream settings a CreateTopics entry asks for, on top of the server's defaults.
+fn stream_config(topic: &CreatableTopic, defaults: &StreamConfig) -> Result<StreamConfig, Refusal> {
+    let mut config = defaults.clone();
+    match topic.num_partitions {
+        -1 => {}
+        n if n >= 1 && n as u32 <= PARTITIONS_PER_STREAM_MAX => config.partitions = n as u32,
+        n => {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("partitions must be 1 to {PARTITIONS_PER_STREAM_MAX}, not {n}"),
+            ));
+        }
+    }
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!("replication factor {} asked; Strom is one broker (1)", topic.replication_factor),
+        ));
+    }
+    if !topic.assignments.is_empty() {
+        return Err((ResponseError::InvalidReplicaAssignment, "manual replica assignment is not supported".into()));
+    }
+    for entry in &topic.configs {
+        let value = entry.value.as_ref().map(|v| v.as_str()).unwrap_or_default();
+        let invalid = || (ResponseError::InvalidConfig, format!("{}={value:?} is not valid", entry.name.as_str()));
+        let number = || value.parse::<i64>().map_err(|_| invalid());
+        match entry.name.as_str() {
+            "retention.ms" => config.retention_ms = optional(number()?).ok_or_else(invalid)?,
+            "retention.bytes" => config.retention_bytes = optional(number()?).ok_or_else(invalid)?,
+            "segment.bytes" => config.segment_bytes = u64::try_from(number()?).map_err(|_| invalid())?,
+            "segment.ms" => config.segment_ms = u64::try_from(number()?).map_err(|_| invalid())?,
+            "cleanup.policy" if value == "delete" => {}
+            "compression.type" if matches!(value, "producer" | "uncompressed") => {}
+            "message.timestamp.type" if value == "CreateTime" => {}
+            // Settings about replicas and sizes a single broker has no use for: accepted so
+            // that tools which always send them work, without effect.
+            "min.insync.replicas" | "unclean.leader.election.enable" | "max.message.bytes" => {}
+            name => {
+                return Err((ResponseError::InvalidConfig, format!("topic config {name}={value:?} is not supported")));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// -1 means no bound; other negative values and 0 are invalid (`None`).
+fn optional(value: i64) -> Option<Option<u64>> {
+    match value {
+        -1 => Some(None),
+        v if v > 0 => Some(Some(v as u64)),
+        _ => None,
+    }
+}
+
+fn described(config: &StreamConfig) -> Vec<CreatableTopicConfigs> {
+    let bound = |value: Option<u64>| value.map_or("-1".to_string(), |v| v.to_string());
+    [
+        ("cleanup.policy", "delete".to_string()),
+        ("retention.ms", bound(config.retention_ms)),
+        ("retention.bytes", bound(config.retention_bytes)),
+        ("segment.bytes", config.segment_bytes.to_string()),
+        ("segment.ms", config.segment_ms.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        let mut entry = CreatableTopicConfigs::default();
+        entry.name = StrBytes::from_static_str(name);
+        entry.value = Some(StrBytes::from_string(value));
+        entry
+    })
+    .collect()
+}
+
+pub(super) async fn delete_topics(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    // Up to version 5 topics are names; version 6 names them or gives ids (Strom has no ids).
+    let asked: Vec<Option<TopicName>> = if version >= 6 {
+        request.topics.into_iter().map(|topic| topic.name).collect()
+    } else {
+        request.topic_names.into_iter().map(Some).collect()
+    };
+    let too_many = asked.len() > ADMIN_TOPICS_PER_REQUEST_MAX;
+    let mut response = DeleteTopicsResponse::default();
+    for name in asked {
+        let mut result = DeletableTopicResult::default();
+        let outcome = match &name {
+            _ if too_many => Err((
+                ResponseError::PolicyViolation,
+                format!("at most {ADMIN_TOPICS_PER_REQUEST_MAX} topics per request"),
+            )),
+            None => Err((ResponseError::UnknownTopicId, "topics are deleted by name".to_string())),
+            Some(name) => {
+                broker.log.delete_stream(name.as_str()).await.map_err(|error| (errors::code(&error), error.to_string()))
+            }
+        };
+        result.name = name;
+        if let Err((code, message)) = outcome {
+            result.error_code = code.code();
+            if version >= 5 {
+                result.error_message = Some(StrBytes::from_string(message));
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}

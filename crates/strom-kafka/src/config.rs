@@ -1,0 +1,80 @@
+//! The `[kafka]` section of strom.toml.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Whether the Kafka listener runs at all.
+    pub enabled: bool,
+    /// Address of the Kafka listener; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// `host:port` clients are told to connect to (Metadata, FindCoordinator). Without it,
+    /// the address each connection reached (right unless behind NAT or a proxy).
+    pub advertised_addr: Option<String>,
+    /// Largest request frame; a larger declared length closes the connection before any of
+    /// the frame is read (Kafka: `socket.request.max.bytes`).
+    pub frame_bytes_max: usize,
+    /// Open Kafka connections; further ones are closed at once.
+    pub connections_max: usize,
+    /// Request bytes held in memory at once across connections; beyond it, connections are
+    /// not read until earlier requests are answered (Kafka: `queued.max.request.bytes`).
+    pub inflight_bytes_max: usize,
+    /// Record bytes read for fetch responses at once across connections; beyond it, fetches
+    /// wait for earlier ones.
+    pub fetch_inflight_bytes_max: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> KafkaConfig {
+        KafkaConfig {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_addr: None,
+            frame_bytes_max: 100 * 1024 * 1024,
+            connections_max: 1024,
+            inflight_bytes_max: 256 * 1024 * 1024,
+            fetch_inflight_bytes_max: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.frame_bytes_max < 1024 {
+            return Err("kafka.frame_bytes_max must be at least 1024".into());
+        }
+        // A frame is a u31 length.
+        if self.frame_bytes_max > i32::MAX as usize {
+            return Err(format!("kafka.frame_bytes_max must be at most {}", i32::MAX));
+        }
+        if self.connections_max == 0 {
+            return Err("kafka.connections_max must be positive".into());
+        }
+        if self.inflight_bytes_max < self.frame_bytes_max {
+            return Err("kafka.inflight_bytes_max must be at least kafka.frame_bytes_max".into());
+        }
+        if self.fetch_inflight_bytes_max < crate::limits::FETCH_RESPONSE_BYTES_MAX {
+            return Err(format!(
+                "kafka.fetch_inflight_bytes_max must be at least {} (one fetch's largest response)",
+                crate::limits::FETCH_RESPONSE_BYTES_MAX
+            ));
+        }
+        // Semaphores count permits in a usize below this.
+        let permits_max = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.inflight_bytes_max > permits_max || self.fetch_inflight_bytes_max > permits_max {
+            return Err("kafka.inflight_bytes_max and kafka.fetch_inflight_bytes_max are too large".into());
+        }
+        if let Some(advertised) = &self.advertised_addr {
+            let port_ok =
+                advertised.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(format!("kafka.advertised_addr must be HOST:PORT, not {advertised:?}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! kcat (librdkafka 2.0.2, old and strict) against the real server: metadata, produce with
+//! acks=all, consume, offsets by timestamp, and one namespace with the HTTP API.
+
+mod common;
+mod kafka_support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use kafka_support::*;
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn kcat_command(server: &TestServer, args: &[&str]) -> Command {
+    let mut command = Command::new("kcat");
+    command.arg("-b").arg(server.kafka_addr.to_string()).args(args);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_lists_produces_consumes_and_finds_offsets_by_time() {
+    if !kcat() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.create_stream("shop", 3).await;
+    let metadata = stdout_of(&run(kcat_command(&server, &["-L", "-J"]), Vec::new(), TIMEOUT).await);
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).expect("kcat -J prints JSON");
+    assert_eq!(metadata["brokers"][0]["id"], 0, "{metadata}");
+    assert_eq!(metadata["topics"][0]["topic"], "shop", "{metadata}");
+    assert_eq!(metadata["topics"][0]["partitions"].as_array().map(Vec::len), Some(3), "{metadata}");
+
+    // 3000 keyed records with acks=all (the answer comes after the fsync).
+    let before_ms = now_ms();
+    let input: String = (0..3000).map(|i| format!("user{}:record-{i}\n", i % 7)).collect();
+    let produce = kcat_command(&server, &["-P", "-t", "shop", "-K:", "-X", "acks=all", "-X", "linger.ms=5"]);
+    stdout_of(&run(produce, input.into_bytes(), TIMEOUT).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after_ms = now_ms();
+
+    // Everything comes back exactly once, keys kept, one key's records in one partition in order.
+    let consume = kcat_command(&server, &["-C", "-t", "shop", "-o", "beginning", "-e", "-f", "%p %o %k %s\n"]);
+    let output = stdout_of(&run(consume, Vec::new(), TIMEOUT).await);
+    let mut seen = BTreeSet::new();
+    let mut last_per_key = std::collections::HashMap::new();
+    for line in output.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let [partition, _offset, key, value] = parts[..] else { panic!("unexpected line {line:?}") };
+        let n: usize = value.trim_start_matches("record-").parse().expect("a record number");
+        assert_eq!(key, format!("user{}", n % 7));
+        if let Some((last_partition, last_n)) = last_per_key.insert(key.to_string(), (partition.to_string(), n)) {
+            assert_eq!(last_partition, partition, "key {key} moved partitions");
+            assert!(last_n < n, "key {key}: {n} after {last_n}");
+        }
+        assert!(seen.insert(n), "record {n} consumed twice");
+    }
+    assert_eq!(seen.len(), 3000, "every record is consumed");
+
+    // Offsets by time: before the produce → the first offset; after it → none (-1).
+    for partition in 0..3 {
+        let query = format!("shop:{partition}:{before_ms}");
+        let found = stdout_of(&run(kcat_command(&server, &["-Q", "-t", &query]), Vec::new(), TIMEOUT).await);
+        let end = server.get(&format!("/v1/streams/shop/partitions/{partition}/events?offset=0&max_records=1")).await.1
+            ["log_end_offset"]
+            .as_u64()
+            .unwrap();
+        let expected = if end > 0 { 0 } else { -1 };
+        assert!(found.contains(&format!("offset {expected}")), "{query}: {found}");
+        let query = format!("shop:{partition}:{}", after_ms + 60_000);
+        let found = stdout_of(&run(kcat_command(&server, &["-Q", "-t", &query]), Vec::new(), TIMEOUT).await);
+        assert!(found.contains("offset -1"), "{query}: {found}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_kafka_share_one_namespace() {
+    if !kcat() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.create_stream("orders", 1).await;
+    // Produced over HTTP, consumed by kcat: the value is the event's JSON text.
+    let (status, body) = server.post("/v1/streams/orders/events", &json!({"event": "Checkout", "userId": "u1"})).await;
+    assert_eq!(status, 200, "{body}");
+    // Produced by kcat, read over HTTP.
+    let produce = kcat_command(&server, &["-P", "-t", "orders", "-K:", "-X", "acks=all"]);
+    stdout_of(&run(produce, b"u2:from-kafka\n".to_vec(), TIMEOUT).await);
+    let consume = kcat_command(&server, &["-C", "-t", "orders", "-o", "beginning", "-e", "-f", "%k|%s\n"]);
+    let output = stdout_of(&run(consume, Vec::new(), TIMEOUT).await);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 2, "{output}");
+    let (key, value) = lines[0].split_once('|').unwrap();
+    assert_eq!(key, "u1");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(value).unwrap()["event"], "Checkout");
+    assert_eq!(lines[1], "u2|from-kafka");
+    let (status, read) = server.get("/v1/streams/orders/partitions/0/events?offset=1").await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["events"][0]["key"], "u2", "{read}");
+    assert_eq!(read["events"][0]["value"], "from-kafka", "{read}");
+    // A topic unknown to both is unknown to kcat.
+    let missing =
+        run(kcat_command(&server, &["-C", "-t", "nowhere", "-o", "beginning", "-e"]), Vec::new(), TIMEOUT).await;
+    assert!(!missing.status.success(), "consuming an unknown topic fails");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
