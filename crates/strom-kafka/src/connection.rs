@@ -37,7 +37,7 @@ pub(crate) async fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
             return;
         }
     };
-    let session = Session { local_addr };
+    let session = Session { local_addr, peer_addr: peer };
     let (reader, mut writer) = stream.into_split();
     let (queue, mut responses) = mpsc::channel::<InFlight>(CONNECTION_REQUESTS_IN_FLIGHT_MAX);
     let reading = read_requests(&broker, &session, BufReader::with_capacity(READ_BUFFER_BYTES, reader), queue);

@@ -20,6 +20,7 @@ mod config;
 mod connection;
 mod errors;
 mod frame;
+mod groups;
 pub mod limits;
 mod server;
 

@@ -19,3 +19,26 @@ pub const ADMIN_TOPICS_PER_REQUEST_MAX: usize = 256;
 
 /// The smallest frame: api key, api version and correlation id.
 pub const FRAME_HEADER_BYTES_MIN: usize = 8;
+
+/// Consumer groups the coordinator holds in memory (groups with members).
+pub const GROUPS_MAX: usize = 10_000;
+
+/// Members (and member ids handed out, not yet joined) per group (Kafka:
+/// `group.max.size` is unbounded by default).
+pub const GROUP_MEMBERS_MAX: usize = 1000;
+
+/// Session timeouts a member may ask for (Kafka: `group.min.session.timeout.ms` 6 s and
+/// `group.max.session.timeout.ms` 30 min; the lower bound is smaller so tests can be quick).
+pub const GROUP_SESSION_TIMEOUT_MS_MIN: u64 = 1000;
+pub const GROUP_SESSION_TIMEOUT_MS_MAX: u64 = 30 * 60 * 1000;
+
+/// A new group's first generation waits this long for more members to join (Kafka:
+/// `group.initial.rebalance.delay.ms`, 3 s), so members starting together get one
+/// assignment instead of one rebalance each.
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS: u64 = 500;
+
+/// How often sessions and rebalance deadlines are checked.
+pub const GROUP_TICK_MS: u64 = 100;
+
+/// Groups in one DescribeGroups or OffsetFetch request.
+pub const GROUPS_PER_REQUEST_MAX: usize = 256;

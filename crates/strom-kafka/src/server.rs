@@ -8,6 +8,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::KafkaConfig;
+use crate::groups::Coordinator;
+use crate::limits::GROUP_TICK_MS;
 
 /// The one broker's node id: every partition's leader, the coordinator of every group.
 pub(crate) const NODE_ID: i32 = 0;
@@ -24,6 +26,8 @@ pub(crate) struct Broker {
     pub fetch_bytes: Arc<Semaphore>,
     /// True once the server is stopping: long polls end, connections close.
     pub shutdown: watch::Receiver<bool>,
+    /// Consumer-group membership.
+    pub groups: Coordinator,
 }
 
 /// Serves Kafka clients on an already bound listener until `shutdown` turns true, then stops
@@ -43,6 +47,19 @@ pub async fn serve(
         config,
         stream_defaults,
         shutdown: shutdown.clone(),
+        groups: Coordinator::new(),
+    });
+    // Sessions and rebalance deadlines are checked on a timer.
+    let ticking = broker.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(std::time::Duration::from_millis(GROUP_TICK_MS));
+        let mut shutdown = ticking.shutdown.clone();
+        loop {
+            tokio::select! {
+                now = interval.tick() => ticking.groups.tick(now),
+                _ = shutdown.wait_for(|stopping| *stopping) => return,
+            }
+        }
     });
     let open = metrics::gauge!("strom_kafka_connections");
     let refused = metrics::counter!("strom_kafka_connections_refused_total");

@@ -24,3 +24,23 @@ async fn confluent_kafka_administers_produces_and_consumes() {
     assert_eq!(status, 200);
     assert_eq!(body["streams"], serde_json::json!([]), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_rebalances_when_one_leaves_and_resumes_after_a_restart() {
+    if !confluent_kafka() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.create_stream("orders", 6).await;
+    let args = |server: &TestServer, phase: &str| {
+        vec![server.kafka_addr.to_string(), "orders".to_string(), "6".to_string(), phase.to_string()]
+    };
+    let output = python("group_rebalance.py", &args(&server, "consume"), TIMEOUT).await;
+    assert!(output.contains("ok 5000"), "{output}");
+    // The committed offsets are the log's: visible over HTTP and kept across a restart.
+    let (status, body) = server.get("/v1/groups/mailer/offsets").await;
+    assert_eq!(status, 200, "{body}");
+    let server = server.restart().await;
+    let output = python("group_rebalance.py", &args(&server, "resume"), TIMEOUT).await;
+    assert!(output.contains("ok 1000"), "{output}");
+}

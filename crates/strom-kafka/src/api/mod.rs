@@ -3,7 +3,8 @@
 
 mod admin;
 mod fetch;
-mod metadata;
+mod groups;
+pub(crate) mod metadata;
 mod offsets;
 mod produce;
 mod versions;
@@ -32,6 +33,15 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
 
 /// The served version range of an API, if it is served at all.
@@ -62,6 +72,8 @@ pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<Option<Encoded>, Fr
 pub(crate) struct Session {
     /// The address the client reached, advertised unless the config names another.
     pub local_addr: std::net::SocketAddr,
+    /// The client's address (DescribeGroups shows it as the member's host).
+    pub peer_addr: std::net::SocketAddr,
 }
 
 fn decode<R: Decodable>(frame: &RequestFrame) -> Result<R, FrameError> {
@@ -160,6 +172,50 @@ pub(crate) fn dispatch(broker: &Arc<Broker>, session: &Session, frame: RequestFr
         ApiKey::ListOffsets => {
             let request = decode(&frame)?;
             respond(&frame, async move { offsets::list_offsets(&broker, request, version).await })
+        }
+        ApiKey::FindCoordinator => {
+            let request = decode(&frame)?;
+            let response = groups::find_coordinator(&broker, session, request, version);
+            respond(&frame, async move { response })
+        }
+        ApiKey::JoinGroup => {
+            let request = decode(&frame)?;
+            let client_id = frame.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            let session = session.clone();
+            respond(&frame, async move { groups::join_group(&broker, &session, client_id, request, version).await })
+        }
+        ApiKey::SyncGroup => {
+            let request = decode(&frame)?;
+            respond(&frame, async move { groups::sync_group(&broker, request, version).await })
+        }
+        ApiKey::Heartbeat => {
+            let request = decode(&frame)?;
+            let response = groups::heartbeat(&broker, request);
+            respond(&frame, async move { response })
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode(&frame)?;
+            let response = groups::leave_group(&broker, request, version);
+            respond(&frame, async move { response })
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode(&frame)?;
+            respond(&frame, async move { groups::offset_commit(&broker, request).await })
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode(&frame)?;
+            let response = groups::offset_fetch(&broker, request);
+            respond(&frame, async move { response })
+        }
+        ApiKey::ListGroups => {
+            let request = decode(&frame)?;
+            let response = groups::list_groups(&broker, request, version);
+            respond(&frame, async move { response })
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode(&frame)?;
+            let response = groups::describe_groups(&broker, request, version);
+            respond(&frame, async move { response })
         }
         api => return Err(FrameError::UnsupportedVersion { api, version }),
     })
