@@ -22,6 +22,7 @@ mod errors;
 mod frame;
 mod groups;
 pub mod limits;
+mod producers;
 mod server;
 
 pub use config::KafkaConfig;

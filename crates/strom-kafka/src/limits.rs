@@ -42,3 +42,14 @@ pub const GROUP_TICK_MS: u64 = 100;
 
 /// Groups in one DescribeGroups or OffsetFetch request.
 pub const GROUPS_PER_REQUEST_MAX: usize = 256;
+
+/// Batches whose sequences are kept per idempotent producer and partition: Kafka's 5, the
+/// most a producer may have in flight with idempotence.
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// Idempotent producers remembered per partition.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+/// How much of a partition's tail rebuilds its producer state after a restart.
+pub const PRODUCER_TAIL_OFFSETS: u64 = 100_000;
+pub const PRODUCER_TAIL_BYTES: usize = 16 * 1024 * 1024;

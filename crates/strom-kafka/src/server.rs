@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use crate::config::KafkaConfig;
 use crate::groups::Coordinator;
 use crate::limits::GROUP_TICK_MS;
+use crate::producers::Producers;
 
 /// The one broker's node id: every partition's leader, the coordinator of every group.
 pub(crate) const NODE_ID: i32 = 0;
@@ -28,6 +29,8 @@ pub(crate) struct Broker {
     pub shutdown: watch::Receiver<bool>,
     /// Consumer-group membership.
     pub groups: Coordinator,
+    /// Idempotent producers' sequences per partition.
+    pub producers: Producers,
 }
 
 /// Serves Kafka clients on an already bound listener until `shutdown` turns true, then stops
@@ -48,6 +51,7 @@ pub async fn serve(
         stream_defaults,
         shutdown: shutdown.clone(),
         groups: Coordinator::new(),
+        producers: Producers::new(),
     });
     // Sessions and rebalance deadlines are checked on a timer.
     let ticking = broker.clone();

@@ -44,3 +44,21 @@ async fn a_group_of_three_rebalances_when_one_leaves_and_resumes_after_a_restart
     let output = python("group_rebalance.py", &args(&server, "resume"), TIMEOUT).await;
     assert!(output.contains("ok 1000"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_forced_to_retry_stores_each_record_once() {
+    if !confluent_kafka() {
+        return;
+    }
+    // The proxy's port is advertised, so the client keeps going through the proxy.
+    let proxy_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let server =
+        TestServer::start_with(|config| config.kafka.advertised_addr = Some(format!("127.0.0.1:{proxy_port}"))).await;
+    server.create_stream("payments", 3).await;
+    let args = [proxy_port.to_string(), server.kafka_addr.to_string(), "payments".to_string()];
+    let output = python("idempotent_retries.py", &args, TIMEOUT).await;
+    assert!(output.contains("ok 4000 records"), "{output}");
+}

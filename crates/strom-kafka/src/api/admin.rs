@@ -168,7 +168,9 @@ pub(super) async fn delete_topics(
             )),
             None => Err((ResponseError::UnknownTopicId, "topics are deleted by name".to_string())),
             Some(name) => {
-                broker.log.delete_stream(name.as_str()).await.map_err(|error| (errors::code(&error), error.to_string()))
+                let deleted = broker.log.delete_stream(name.as_str()).await;
+                broker.producers.forget(name.as_str());
+                deleted.map_err(|error| (errors::code(&error), error.to_string()))
             }
         };
         result.name = name;

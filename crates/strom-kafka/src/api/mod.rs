@@ -42,6 +42,7 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The served version range of an API, if it is served at all.
@@ -215,6 +216,11 @@ pub(crate) fn dispatch(broker: &Arc<Broker>, session: &Session, frame: RequestFr
         ApiKey::DescribeGroups => {
             let request = decode(&frame)?;
             let response = groups::describe_groups(&broker, request, version);
+            respond(&frame, async move { response })
+        }
+        ApiKey::InitProducerId => {
+            let request = decode(&frame)?;
+            let response = produce::init_producer_id(&broker, request);
             respond(&frame, async move { response })
         }
         api => return Err(FrameError::UnsupportedVersion { api, version }),

@@ -16,8 +16,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use strom_log::{BatchHeader, Durability, EncodedBatch, LogError, PendingAppend};
+use tokio::sync::watch;
 
 use crate::errors;
+use crate::producers::Admitted;
 use crate::server::Broker;
 
 pub(super) enum Answer {
@@ -30,6 +32,22 @@ pub(super) enum Answer {
 enum Outcome {
     Refused(ResponseError, String),
     Queued(PendingAppend),
+    /// An idempotent producer's batch: the offset is also told to its retries.
+    QueuedIdempotent {
+        pending: PendingAppend,
+        offset: watch::Sender<Option<Result<u64, ResponseError>>>,
+        retry_key: RetryKey,
+    },
+    /// A retry of a batch already taken.
+    Duplicate(watch::Receiver<Option<Result<u64, ResponseError>>>),
+}
+
+/// What identifies an idempotent batch to forget when its append fails.
+struct RetryKey {
+    stream: String,
+    partition: u32,
+    producer_id: i64,
+    first_sequence: i32,
 }
 
 /// Checks and queues every partition's batch now (so that one connection's batches reach a
@@ -55,26 +73,43 @@ pub(super) fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16
             let outcome = match (&durability, &stream) {
                 (Err((code, message)), _) => Outcome::Refused(*code, message.clone()),
                 (_, Err(error)) => Outcome::Refused(errors::code(error), error.to_string()),
-                (Ok(durability), Ok(stream)) => append(stream, data.index, data.records, *durability),
+                (Ok(durability), Ok(stream)) => append(broker, stream, data.index, data.records, *durability),
             };
             partitions.push((data.index, outcome));
         }
         topics.push((topic.name, partitions));
     }
+    let broker = broker.clone();
     let answer = async move {
         let mut response = ProduceResponse::default();
         for (name, partitions) in topics {
+            let broker = &broker;
             let answers = join_all(partitions.into_iter().map(|(index, outcome)| async move {
                 let mut out = PartitionProduceResponse::default();
                 out.index = index;
                 let result = match outcome {
                     Outcome::Refused(code, message) => Err((code, message)),
                     Outcome::Queued(pending) => {
-                        pending.await.map_err(|error| (errors::code(&error), error.to_string()))
+                        pending.await.map(|a| a.base_offset).map_err(|error| (errors::code(&error), error.to_string()))
                     }
+                    Outcome::QueuedIdempotent { pending, offset, retry_key } => {
+                        let result = pending.await;
+                        let _ = offset.send(Some(result.as_ref().map(|a| a.base_offset).map_err(errors::code)));
+                        if result.is_err() {
+                            let RetryKey { stream, partition, producer_id, first_sequence } = retry_key;
+                            broker.producers.failed(&stream, partition, producer_id, first_sequence);
+                        }
+                        result.map(|a| a.base_offset).map_err(|error| (errors::code(&error), error.to_string()))
+                    }
+                    Outcome::Duplicate(mut offset) => match offset.wait_for(Option::is_some).await.map(|o| *o) {
+                        Ok(Some(Ok(base_offset))) => Ok(base_offset),
+                        Ok(Some(Err(code))) => Err((code, "the first copy of this batch failed".to_string())),
+                        // The first copy's request went away before its answer: retry.
+                        Ok(None) | Err(_) => Err((ResponseError::RequestTimedOut, "retry".to_string())),
+                    },
                 };
                 match result {
-                    Ok(appended) => out.base_offset = appended.base_offset as i64,
+                    Ok(base_offset) => out.base_offset = base_offset as i64,
                     Err((code, message)) => {
                         tracing::debug!(index, %message, "produce refused");
                         out.error_code = code.code();
@@ -103,7 +138,13 @@ pub(super) fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16
     }
 }
 
-fn append(stream: &strom_log::Stream, index: i32, records: Option<bytes::Bytes>, durability: Durability) -> Outcome {
+fn append(
+    broker: &Broker,
+    stream: &strom_log::Stream,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    durability: Durability,
+) -> Outcome {
     let partition = match u32::try_from(index).map_err(|_| ()).and_then(|id| stream.partition(id).map_err(|_| ())) {
         Ok(partition) => partition,
         Err(()) => {
@@ -138,8 +179,40 @@ fn append(stream: &strom_log::Stream, index: i32, records: Option<bytes::Bytes>,
         Err(LogError::InvalidBatch(why)) => return Outcome::Refused(ResponseError::CorruptMessage, why),
         Err(error) => return Outcome::Refused(errors::code(&error), error.to_string()),
     };
+    if header.producer_id >= 0 {
+        return match broker.producers.admit(&stream.name, partition, batch, durability) {
+            Admitted::Queued(pending, offset) => Outcome::QueuedIdempotent {
+                pending,
+                offset,
+                retry_key: RetryKey {
+                    stream: stream.name.clone(),
+                    partition: partition.id(),
+                    producer_id: header.producer_id,
+                    first_sequence: header.base_sequence,
+                },
+            },
+            Admitted::Duplicate(offset) => Outcome::Duplicate(offset),
+            Admitted::Refused(code, why) => Outcome::Refused(code, why),
+        };
+    }
     match partition.submit(batch, durability) {
         Ok(pending) => Outcome::Queued(pending),
         Err(error) => Outcome::Refused(errors::code(&error), error.to_string()),
     }
+}
+
+/// InitProducerId for idempotent producers; transactions are not supported.
+pub(super) fn init_producer_id(
+    broker: &Broker,
+    request: kafka_protocol::messages::InitProducerIdRequest,
+) -> kafka_protocol::messages::InitProducerIdResponse {
+    let mut response = kafka_protocol::messages::InitProducerIdResponse::default();
+    if request.transactional_id.is_some() {
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return response;
+    }
+    let (id, epoch) = broker.producers.init(request.producer_id.0, request.producer_epoch);
+    response.producer_id = kafka_protocol::messages::ProducerId(id);
+    response.producer_epoch = epoch;
+    response
 }
