@@ -15,7 +15,7 @@
 //! - Every queue and budget is bounded: frames in flight per connection, bytes of requests
 //!   and of fetch responses in flight across connections, connections.
 
-mod api;
+pub(crate) mod api;
 mod config;
 mod connection;
 mod errors;
@@ -25,6 +25,7 @@ pub mod limits;
 mod producers;
 mod server;
 
+pub use api::decode_only;
 pub use config::KafkaConfig;
 pub use frame::{FrameError, RequestFrame, parse_request};
 pub use server::serve;

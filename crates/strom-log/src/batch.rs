@@ -272,6 +272,11 @@ impl EncodedBatch {
         Ok(EncodedBatch { bytes, header })
     }
 
+    /// The batch's bytes (base offset as encoded; the writer patches it when appending).
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes.freeze()
+    }
+
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }

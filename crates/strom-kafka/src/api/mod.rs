@@ -233,3 +233,43 @@ pub(crate) fn unsupported_api_versions(correlation_id: i32) -> Result<Encoded, F
     let response = versions::unsupported();
     encode(ApiKey::ApiVersions, correlation_id, 0, &response).map(|frame| Encoded { frame, _budget: None })
 }
+
+/// Decodes a request's body as the listener would, without handling it, and walks every
+/// produced record batch as `Produce` would: the fuzz target's and the golden tests' entry.
+pub fn decode_only(frame: &RequestFrame) -> Result<(), FrameError> {
+    use kafka_protocol::messages::*;
+    match frame.api_key {
+        ApiKey::ApiVersions => decode::<ApiVersionsRequest>(frame).map(drop),
+        ApiKey::Metadata => decode::<MetadataRequest>(frame).map(drop),
+        ApiKey::CreateTopics => decode::<CreateTopicsRequest>(frame).map(drop),
+        ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(frame).map(drop),
+        ApiKey::Produce => {
+            let request = decode::<ProduceRequest>(frame)?;
+            for records in request.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref())
+            {
+                // Refusals are answers, not decode errors; what is accepted must decode.
+                if let Ok(batch) = strom_log::EncodedBatch::from_client(bytes::BytesMut::from(&records[..])) {
+                    strom_log::decode_records(batch.into_bytes()).map_err(|cause| FrameError::Malformed {
+                        api: frame.api_key,
+                        version: frame.api_version,
+                        cause: format!("an accepted batch does not decode: {cause}"),
+                    })?;
+                }
+            }
+            Ok(())
+        }
+        ApiKey::Fetch => decode::<FetchRequest>(frame).map(drop),
+        ApiKey::ListOffsets => decode::<ListOffsetsRequest>(frame).map(drop),
+        ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(frame).map(drop),
+        ApiKey::JoinGroup => decode::<JoinGroupRequest>(frame).map(drop),
+        ApiKey::SyncGroup => decode::<SyncGroupRequest>(frame).map(drop),
+        ApiKey::Heartbeat => decode::<HeartbeatRequest>(frame).map(drop),
+        ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(frame).map(drop),
+        ApiKey::OffsetCommit => decode::<OffsetCommitRequest>(frame).map(drop),
+        ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(frame).map(drop),
+        ApiKey::ListGroups => decode::<ListGroupsRequest>(frame).map(drop),
+        ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(frame).map(drop),
+        ApiKey::InitProducerId => decode::<InitProducerIdRequest>(frame).map(drop),
+        api => Err(FrameError::UnsupportedVersion { api, version: frame.api_version }),
+    }
+}
