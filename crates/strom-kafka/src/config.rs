@@ -25,6 +25,23 @@ pub struct KafkaConfig {
     /// Record bytes read for fetch responses at once across connections; beyond it, fetches
     /// wait for earlier ones.
     pub fetch_inflight_bytes_max: usize,
+    /// Authentication: none unless mechanisms are listed.
+    pub sasl: SaslConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// `PLAIN` and/or `SCRAM-SHA-256`. With any, every connection authenticates first.
+    pub mechanisms: Vec<String>,
+    pub users: Vec<SaslUser>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaslUser {
+    pub name: String,
+    pub password: String,
 }
 
 impl Default for KafkaConfig {
@@ -37,6 +54,7 @@ impl Default for KafkaConfig {
             connections_max: 1024,
             inflight_bytes_max: 256 * 1024 * 1024,
             fetch_inflight_bytes_max: 256 * 1024 * 1024,
+            sasl: SaslConfig::default(),
         }
     }
 }
@@ -67,6 +85,20 @@ impl KafkaConfig {
         let permits_max = tokio::sync::Semaphore::MAX_PERMITS;
         if self.inflight_bytes_max > permits_max || self.fetch_inflight_bytes_max > permits_max {
             return Err("kafka.inflight_bytes_max and kafka.fetch_inflight_bytes_max are too large".into());
+        }
+        for mechanism in &self.sasl.mechanisms {
+            if !crate::sasl::MECHANISMS.contains(&mechanism.as_str()) {
+                return Err(format!(
+                    "kafka.sasl.mechanisms: {mechanism:?} is not one of {:?}",
+                    crate::sasl::MECHANISMS
+                ));
+            }
+        }
+        if !self.sasl.mechanisms.is_empty() && self.sasl.users.is_empty() {
+            return Err("kafka.sasl.users must name at least one user when mechanisms are listed".into());
+        }
+        if self.sasl.users.iter().any(|user| user.name.is_empty() || user.password.is_empty()) {
+            return Err("kafka.sasl.users need a name and a password".into());
         }
         if let Some(advertised) = &self.advertised_addr {
             let port_ok =

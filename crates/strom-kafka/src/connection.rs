@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::api::{self, Pending, Session};
 use crate::frame::{self, FrameError};
 use crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+use crate::sasl::Exchange;
 use crate::server::Broker;
 
 /// Bytes read from the socket per system call when frames are small.
@@ -83,6 +84,8 @@ fn log_close(peer: SocketAddr, error: &FrameError) {
         FrameError::UnknownApi(_) => "unknown_api",
         FrameError::UnsupportedVersion { .. } => "unsupported_version",
         FrameError::Malformed { .. } => "malformed",
+        FrameError::Unauthenticated(_) => "unauthenticated",
+        FrameError::AuthenticationFailed => "authentication_failed",
         FrameError::Encode { .. } => {
             tracing::error!(%peer, %error, "closing a Kafka connection: a response could not be encoded");
             metrics::counter!("strom_kafka_frames_refused_total", "reason" => "encode").increment(1);
@@ -101,6 +104,7 @@ async fn read_requests(
 ) -> Result<(), FrameError> {
     let slots = Arc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));
     let mut shutdown = broker.shutdown.clone();
+    let mut exchange = Exchange::default();
     loop {
         // A slot first: with the connection's requests at their bound, nothing more is read.
         let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };
@@ -116,9 +120,21 @@ async fn read_requests(
         let mut frame = BytesMut::zeroed(length);
         reader.read_exact(&mut frame).await?;
         let frame = frame.freeze();
+        let mut close_after = false;
         let response = match frame::parse_request(frame.clone()) {
+            Ok(request) if matches!(request.api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => {
+                let (pending, close) = api::sasl(broker, &mut exchange, &request)?;
+                close_after = close;
+                measured(request.api_key, pending)
+            }
             Ok(request) => {
                 let api = request.api_key;
+                // With SASL on, only ApiVersions and the SASL requests come before
+                // authentication; anything else closes the connection, as in Kafka.
+                if broker.sasl.required() && !matches!(exchange, Exchange::Authenticated) && api != ApiKey::ApiVersions
+                {
+                    return Err(FrameError::Unauthenticated(api));
+                }
                 let pending = api::dispatch(broker, session, request)?;
                 measured(api, pending)
             }
@@ -134,6 +150,10 @@ async fn read_requests(
         let in_flight = InFlight { response, _slot: slot, _bytes: bytes_permit };
         if queue.send(in_flight).await.is_err() {
             return Ok(());
+        }
+        if close_after {
+            // The failure's answer is written; then the connection closes.
+            return Err(FrameError::AuthenticationFailed);
         }
     }
 }

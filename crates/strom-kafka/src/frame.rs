@@ -22,6 +22,10 @@ pub enum FrameError {
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("malformed {api:?} v{version} request: {cause}")]
     Malformed { api: ApiKey, version: i16, cause: String },
+    #[error("{0:?} before SASL authentication")]
+    Unauthenticated(ApiKey),
+    #[error("SASL authentication failed")]
+    AuthenticationFailed,
     /// A response that cannot be encoded: a bug, reported and the connection closed.
     #[error("cannot encode the {api:?} v{version} response: {cause}")]
     Encode { api: ApiKey, version: i16, cause: String },

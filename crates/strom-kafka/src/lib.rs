@@ -23,9 +23,10 @@ mod frame;
 mod groups;
 pub mod limits;
 mod producers;
+mod sasl;
 mod server;
 
 pub use api::decode_only;
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, SaslConfig, SaslUser};
 pub use frame::{FrameError, RequestFrame, parse_request};
 pub use server::serve;

@@ -11,6 +11,7 @@ use crate::config::KafkaConfig;
 use crate::groups::Coordinator;
 use crate::limits::GROUP_TICK_MS;
 use crate::producers::Producers;
+use crate::sasl::Authenticator;
 
 /// The one broker's node id: every partition's leader, the coordinator of every group.
 pub(crate) const NODE_ID: i32 = 0;
@@ -31,6 +32,8 @@ pub(crate) struct Broker {
     pub groups: Coordinator,
     /// Idempotent producers' sequences per partition.
     pub producers: Producers,
+    /// SASL users and mechanisms (none: no authentication).
+    pub sasl: Authenticator,
 }
 
 /// Serves Kafka clients on an already bound listener until `shutdown` turns true, then stops
@@ -43,6 +46,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(config.connections_max));
+    let sasl = Authenticator::new(&config.sasl);
     let broker = Arc::new(Broker {
         log,
         request_bytes: Arc::new(Semaphore::new(config.inflight_bytes_max)),
@@ -52,6 +56,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         groups: Coordinator::new(),
         producers: Producers::new(),
+        sasl,
     });
     // Sessions and rebalance deadlines are checked on a timer.
     let ticking = broker.clone();

@@ -109,3 +109,45 @@ async fn http_and_kafka_share_one_namespace() {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_authenticates_with_sasl_plain_and_scram_sha_256() {
+    if !kcat() {
+        return;
+    }
+    let server = TestServer::start_with(|config| {
+        config.kafka.sasl.mechanisms = vec!["PLAIN".into(), "SCRAM-SHA-256".into()];
+        config.kafka.sasl.users = vec![strom_kafka::SaslUser { name: "alice".into(), password: "s3cret".into() }];
+    })
+    .await;
+    server.create_stream("secured", 1).await;
+    let sasl = |mechanism: &str, password: &str| -> Vec<String> {
+        [
+            "security.protocol=SASL_PLAINTEXT".to_string(),
+            format!("sasl.mechanisms={mechanism}"),
+            "sasl.username=alice".to_string(),
+            format!("sasl.password={password}"),
+        ]
+        .into_iter()
+        .flat_map(|setting| ["-X".to_string(), setting])
+        .collect()
+    };
+    for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+        let mut produce = kcat_command(&server, &["-P", "-t", "secured", "-X", "acks=all"]);
+        produce.args(sasl(mechanism, "s3cret"));
+        stdout_of(&run(produce, format!("via {mechanism}\n").into_bytes(), TIMEOUT).await);
+        let mut wrong = kcat_command(&server, &["-L", "-m", "3"]);
+        wrong.args(sasl(mechanism, "guess"));
+        let output = run(wrong, Vec::new(), TIMEOUT).await;
+        assert!(!output.status.success(), "{mechanism} with a wrong password must fail");
+    }
+    let mut consume = kcat_command(&server, &["-C", "-t", "secured", "-o", "beginning", "-e"]);
+    consume.args(sasl("SCRAM-SHA-256", "s3cret"));
+    let output = stdout_of(&run(consume, Vec::new(), TIMEOUT).await);
+    assert_eq!(output, "via PLAIN\nvia SCRAM-SHA-256\n");
+    // Without SASL, nothing but ApiVersions is answered.
+    let plain = run(kcat_command(&server, &["-L", "-m", "3"]), Vec::new(), TIMEOUT).await;
+    assert!(!plain.status.success(), "an unauthenticated client gets no metadata");
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("strom_kafka_authentication_failures_total"), "{metrics}");
+}

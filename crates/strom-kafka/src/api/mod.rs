@@ -7,6 +7,7 @@ mod groups;
 pub(crate) mod metadata;
 mod offsets;
 mod produce;
+mod sasl;
 mod versions;
 
 use std::future::Future;
@@ -43,6 +44,11 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
+    // Listed from version 0 because librdkafka looks for it to enable SASL at all; it then
+    // uses version 1 with SaslAuthenticate. The raw-token exchange that follows a version 0
+    // handshake (clients before Kafka 1.0) is not served: its tokens are not frames.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The served version range of an API, if it is served at all.
@@ -227,6 +233,29 @@ pub(crate) fn dispatch(broker: &Arc<Broker>, session: &Session, frame: RequestFr
     })
 }
 
+/// SaslHandshake and SaslAuthenticate, which change the connection's authentication state:
+/// the answer, and whether the connection closes once it is written.
+pub(crate) fn sasl(
+    broker: &Broker,
+    exchange: &mut crate::sasl::Exchange,
+    frame: &RequestFrame,
+) -> Result<(Pending, bool), FrameError> {
+    let version = frame.api_version;
+    let encoded = |frame_bytes: Result<Bytes, FrameError>| -> Pending {
+        Box::pin(async move { frame_bytes.map(|frame| Some(Encoded { frame, _budget: None })) })
+    };
+    Ok(match frame.api_key {
+        ApiKey::SaslHandshake => {
+            let response = sasl::handshake(&broker.sasl, exchange, decode(frame)?);
+            (encoded(encode(frame.api_key, frame.correlation_id, version, &response)), false)
+        }
+        _ => {
+            let (response, close) = sasl::authenticate(&broker.sasl, exchange, decode(frame)?);
+            (encoded(encode(frame.api_key, frame.correlation_id, version, &response)), close)
+        }
+    })
+}
+
 /// An ApiVersions request of a version not served: answered in version 0 with
 /// UNSUPPORTED_VERSION and the served list, so the client retries with one it finds there.
 pub(crate) fn unsupported_api_versions(correlation_id: i32) -> Result<Encoded, FrameError> {
@@ -270,6 +299,8 @@ pub fn decode_only(frame: &RequestFrame) -> Result<(), FrameError> {
         ApiKey::ListGroups => decode::<ListGroupsRequest>(frame).map(drop),
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(frame).map(drop),
         ApiKey::InitProducerId => decode::<InitProducerIdRequest>(frame).map(drop),
+        ApiKey::SaslHandshake => decode::<SaslHandshakeRequest>(frame).map(drop),
+        ApiKey::SaslAuthenticate => decode::<SaslAuthenticateRequest>(frame).map(drop),
         api => Err(FrameError::UnsupportedVersion { api, version: frame.api_version }),
     }
 }
