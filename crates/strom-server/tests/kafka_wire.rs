@@ -142,3 +142,33 @@ async fn requests_before_a_bad_frame_are_still_answered() {
     assert_eq!(response(&mut socket).await.map(|(id, _)| id), Some(1));
     assert!(closed(&mut socket).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_polling_fetch_is_answered_at_shutdown_and_does_not_hold_it() {
+    let server = TestServer::start().await;
+    server.create_stream("quiet", 1).await;
+    let mut socket = TcpStream::connect(server.kafka_addr).await.unwrap();
+    // Fetch v4 of partition 0 from offset 0, waiting up to 30 s for one byte.
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+    body.extend_from_slice(&30_000i32.to_be_bytes()); // max wait
+    body.extend_from_slice(&1i32.to_be_bytes()); // min bytes
+    body.extend_from_slice(&(1024 * 1024i32).to_be_bytes()); // max bytes
+    body.push(0); // isolation level
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&5i16.to_be_bytes());
+    body.extend_from_slice(b"quiet");
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&0i64.to_be_bytes());
+    body.extend_from_slice(&(1024 * 1024i32).to_be_bytes());
+    socket.write_all(&frame(1, 4, 9, &body)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(server.stop());
+    let (correlation_id, _) = response(&mut socket).await.expect("the fetch is answered");
+    assert_eq!(correlation_id, 9);
+    assert!(closed(&mut socket).await, "then the connection closes");
+    stopping.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+}
