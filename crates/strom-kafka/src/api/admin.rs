@@ -7,15 +7,19 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use strom_log::{StreamConfig, limits::PARTITIONS_PER_STREAM_MAX, validate_stream_name};
+use strom_log::limits::{BATCH_BYTES_MAX, PARTITIONS_PER_STREAM_MAX};
+use strom_log::{StreamConfig, validate_stream_name};
 
 use crate::errors;
 use crate::limits::ADMIN_TOPICS_PER_REQUEST_MAX;
-use crate::server::Broker;
+use crate::server::{Broker, NODE_ID};
 
 type Refusal = (ResponseError, String);
 
@@ -127,23 +131,124 @@ fn optional(value: i64) -> Option<Option<u64>> {
     }
 }
 
-fn described(config: &StreamConfig) -> Vec<CreatableTopicConfigs> {
+/// A stream's settings under Kafka's topic config names.
+fn topic_configs(config: &StreamConfig) -> Vec<(&'static str, String)> {
     let bound = |value: Option<u64>| value.map_or("-1".to_string(), |v| v.to_string());
-    [
+    vec![
         ("cleanup.policy", "delete".to_string()),
         ("retention.ms", bound(config.retention_ms)),
         ("retention.bytes", bound(config.retention_bytes)),
         ("segment.bytes", config.segment_bytes.to_string()),
         ("segment.ms", config.segment_ms.to_string()),
+        ("max.message.bytes", BATCH_BYTES_MAX.to_string()),
+        ("compression.type", "producer".to_string()),
+        ("message.timestamp.type", "CreateTime".to_string()),
     ]
-    .into_iter()
-    .map(|(name, value)| {
-        let mut entry = CreatableTopicConfigs::default();
-        entry.name = StrBytes::from_static_str(name);
-        entry.value = Some(StrBytes::from_string(value));
-        entry
-    })
-    .collect()
+}
+
+/// The broker's settings clients ask about (read-only: they come from strom.toml or are fixed).
+fn broker_configs(defaults: &StreamConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("message.max.bytes", BATCH_BYTES_MAX.to_string()),
+        ("auto.create.topics.enable", "false".to_string()),
+        ("num.partitions", defaults.partitions.to_string()),
+        ("default.replication.factor", "1".to_string()),
+        ("min.insync.replicas", "1".to_string()),
+        ("log.retention.ms", defaults.retention_ms.map_or("-1".to_string(), |v| v.to_string())),
+        ("log.segment.bytes", defaults.segment_bytes.to_string()),
+    ]
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config sources: set on the topic, and static broker configuration.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+
+pub(super) fn describe_configs(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources.into_iter().take(ADMIN_TOPICS_PER_REQUEST_MAX) {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        let found = match resource.resource_type {
+            RESOURCE_TOPIC => broker
+                .log
+                .stream(resource.resource_name.as_str())
+                .map(|stream| (topic_configs(&stream.config), SOURCE_TOPIC, false))
+                .map_err(|error| (errors::code(&error), error.to_string())),
+            RESOURCE_BROKER if matches!(resource.resource_name.as_str(), "" | "0") => {
+                Ok((broker_configs(&broker.stream_defaults), SOURCE_STATIC_BROKER, true))
+            }
+            RESOURCE_BROKER => Err((ResponseError::InvalidRequest, "Strom is broker 0".to_string())),
+            other => Err((ResponseError::InvalidRequest, format!("resource type {other} has no configs here"))),
+        };
+        match found {
+            Ok((configs, source, read_only)) => {
+                let wanted = resource.configuration_keys.as_ref();
+                result.configs = configs
+                    .into_iter()
+                    .filter(|(name, _)| wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == *name)))
+                    .map(|(name, value)| {
+                        let mut entry = DescribeConfigsResourceResult::default();
+                        entry.name = StrBytes::from_static_str(name);
+                        entry.value = Some(StrBytes::from_string(value));
+                        entry.read_only = read_only;
+                        entry.config_source = source;
+                        if version >= 3 {
+                            entry.documentation = None;
+                        }
+                        entry
+                    })
+                    .collect();
+                result.error_message = None;
+            }
+            Err((code, message)) => {
+                result.error_code = code.code();
+                result.error_message = Some(StrBytes::from_string(message));
+            }
+        }
+        result.resource_name = resource.resource_name;
+        response.results.push(result);
+    }
+    response
+}
+
+pub(super) fn describe_cluster(
+    broker: &Broker,
+    session: &super::Session,
+    request: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
+    let (host, port) = super::metadata::advertised(broker, session);
+    let mut node = DescribeClusterBroker::default();
+    node.broker_id = BrokerId(NODE_ID);
+    node.host = StrBytes::from_string(host);
+    node.port = port;
+    let mut response = DescribeClusterResponse::default();
+    response.error_message = None;
+    if version >= 1 {
+        response.endpoint_type = request.endpoint_type;
+    }
+    response.cluster_id = StrBytes::from_static_str(super::metadata::CLUSTER_ID);
+    response.controller_id = BrokerId(NODE_ID);
+    response.brokers = vec![node];
+    response
+}
+
+fn described(config: &StreamConfig) -> Vec<CreatableTopicConfigs> {
+    topic_configs(config)
+        .into_iter()
+        .map(|(name, value)| {
+            let mut entry = CreatableTopicConfigs::default();
+            entry.name = StrBytes::from_static_str(name);
+            entry.value = Some(StrBytes::from_string(value));
+            entry
+        })
+        .collect()
 }
 
 pub(super) async fn delete_topics(

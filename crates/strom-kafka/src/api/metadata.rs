@@ -12,7 +12,7 @@ use super::Session;
 use crate::server::{Broker, NODE_ID};
 
 /// Reported as the cluster id: clients only compare it between answers.
-const CLUSTER_ID: &str = "strom";
+pub(super) const CLUSTER_ID: &str = "strom";
 
 /// The host and port clients are told to use.
 pub(super) fn advertised(broker: &Broker, session: &Session) -> (String, i32) {

@@ -49,6 +49,8 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     // handshake (clients before Kafka 1.0) is not served: its tokens are not frames.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The served version range of an API, if it is served at all.
@@ -224,6 +226,16 @@ pub(crate) fn dispatch(broker: &Arc<Broker>, session: &Session, frame: RequestFr
             let response = groups::describe_groups(&broker, request, version);
             respond(&frame, async move { response })
         }
+        ApiKey::DescribeConfigs => {
+            let request = decode(&frame)?;
+            let response = admin::describe_configs(&broker, request, version);
+            respond(&frame, async move { response })
+        }
+        ApiKey::DescribeCluster => {
+            let request = decode(&frame)?;
+            let response = admin::describe_cluster(&broker, session, request, version);
+            respond(&frame, async move { response })
+        }
         ApiKey::InitProducerId => {
             let request = decode(&frame)?;
             let response = produce::init_producer_id(&broker, request);
@@ -300,6 +312,8 @@ pub fn decode_only(frame: &RequestFrame) -> Result<(), FrameError> {
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(frame).map(drop),
         ApiKey::InitProducerId => decode::<InitProducerIdRequest>(frame).map(drop),
         ApiKey::SaslHandshake => decode::<SaslHandshakeRequest>(frame).map(drop),
+        ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(frame).map(drop),
+        ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(frame).map(drop),
         ApiKey::SaslAuthenticate => decode::<SaslAuthenticateRequest>(frame).map(drop),
         api => Err(FrameError::UnsupportedVersion { api, version: frame.api_version }),
     }

@@ -89,6 +89,19 @@ low, high = consumer.get_watermark_offsets(TopicPartition("events", 0), timeout=
 assert low == 0 and high > 0, (low, high)
 consumer.close()
 
+# Configs of the topic (as created) and of the broker; the cluster.
+from confluent_kafka.admin import ConfigResource, ResourceType
+
+topic_configs = admin.describe_configs([ConfigResource(ResourceType.TOPIC, "events")])
+configs = list(topic_configs.values())[0].result(10)
+assert configs["retention.ms"].value == "86400000", configs["retention.ms"]
+assert configs["cleanup.policy"].value == "delete"
+broker_configs = admin.describe_configs([ConfigResource(ResourceType.BROKER, "0")])
+configs = list(broker_configs.values())[0].result(10)
+assert configs["auto.create.topics.enable"].value == "false", configs
+cluster = admin.describe_cluster().result(10)
+assert cluster.cluster_id == "strom" and len(cluster.nodes) == 1 and cluster.controller.id == 0, cluster
+
 # Delete, and deleting again fails with UNKNOWN_TOPIC_OR_PARTITION.
 admin.delete_topics(["events"], operation_timeout=10)["events"].result()
 try:
