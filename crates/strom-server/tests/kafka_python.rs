@@ -1,5 +1,6 @@
-//! The Python `confluent-kafka` client (a current librdkafka) against the real server. The
-//! scripts live in `tests/kafka/`; each exits non-zero with the reason when a check fails.
+//! The Python clients `confluent-kafka` (a current librdkafka) and `kafka-python` (its own
+//! protocol code) against the real server. The scripts live in `tests/kafka/`; each exits
+//! non-zero with the reason when a check fails.
 
 mod common;
 mod kafka_support;
@@ -61,4 +62,14 @@ async fn an_idempotent_producer_forced_to_retry_stores_each_record_once() {
     let args = [proxy_port.to_string(), server.kafka_addr.to_string(), "payments".to_string()];
     let output = python("idempotent_retries.py", &args, TIMEOUT).await;
     assert!(output.contains("ok 4000 records"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_administers_produces_and_consumes_in_a_group() {
+    if !kafka_python() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let output = python("kafka_python_client.py", &[server.kafka_addr.to_string()], TIMEOUT).await;
+    assert!(output.trim_end().ends_with("ok"), "{output}");
 }

@@ -246,6 +246,8 @@ fn described(config: &StreamConfig) -> Vec<CreatableTopicConfigs> {
             let mut entry = CreatableTopicConfigs::default();
             entry.name = StrBytes::from_static_str(name);
             entry.value = Some(StrBytes::from_string(value));
+            // The default (-1, unknown) trips clients that map sources to names (kafka-python).
+            entry.config_source = SOURCE_TOPIC;
             entry
         })
         .collect()

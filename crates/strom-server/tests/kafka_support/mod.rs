@@ -28,6 +28,10 @@ pub fn kcat() -> bool {
     available("kcat", &["-V"])
 }
 
+pub fn kafka_python() -> bool {
+    available("python3", &["-c", "import kafka"])
+}
+
 pub fn confluent_kafka() -> bool {
     available("python3", &["-c", "import confluent_kafka"])
 }
