@@ -209,3 +209,92 @@ fn rebuild(stream: &str, partition: &Partition) -> HashMap<i64, Producer> {
     }
     producers
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::{Bytes, BytesMut};
+    use strom_log::{Log, LogConfig, RecordIn, StreamConfig};
+
+    use super::*;
+
+    /// A batch of `count` records as an idempotent producer builds it.
+    fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: usize) -> EncodedBatch {
+        let records: Vec<RecordIn> =
+            (0..count).map(|i| RecordIn { value: Some(Bytes::from(format!("r{i}"))), ..RecordIn::default() }).collect();
+        let mut bytes: BytesMut = BytesMut::from(&EncodedBatch::encode(&records).unwrap().into_bytes()[..]);
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+        bytes[53..57].copy_from_slice(&first_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        EncodedBatch::from_client(bytes).unwrap()
+    }
+
+    async fn offset_of(admitted: Admitted) -> Result<u64, ResponseError> {
+        match admitted {
+            Admitted::Queued(pending, sender) => {
+                let offset = pending.await.map(|a| a.base_offset).map_err(|e| errors::code(&e));
+                let _ = sender.send(Some(offset));
+                offset
+            }
+            Admitted::Duplicate(mut receiver) => receiver
+                .wait_for(Option::is_some)
+                .await
+                .map(|o| (*o).unwrap())
+                .unwrap_or(Err(ResponseError::Unknown(-1))),
+            Admitted::Refused(code, _) => Err(code),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_are_not_appended_twice_gaps_and_old_epochs_are_refused_and_state_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(LogConfig::new(dir.path())).unwrap();
+        log.create_stream("s", StreamConfig::default()).await.unwrap();
+        let stream = log.stream("s").unwrap();
+        let partition = stream.partition(0).unwrap();
+        let producers = Producers::new();
+        let admit = |producers: &Producers, b| producers.admit("s", partition, b, Durability::Sync);
+
+        assert_eq!(offset_of(admit(&producers, batch(7, 0, 0, 2))).await, Ok(0));
+        assert_eq!(offset_of(admit(&producers, batch(7, 0, 2, 3))).await, Ok(2));
+        // A retry of either batch is answered with its first offset and not appended.
+        assert_eq!(offset_of(admit(&producers, batch(7, 0, 0, 2))).await, Ok(0));
+        assert_eq!(offset_of(admit(&producers, batch(7, 0, 2, 3))).await, Ok(2));
+        assert_eq!(partition.log_end_offset(), 5);
+        // A gap, and an older epoch, are refused.
+        assert_eq!(offset_of(admit(&producers, batch(7, 0, 9, 1))).await, Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(offset_of(admit(&producers, batch(7, 1, 0, 1))).await, Ok(5), "a new epoch starts at 0");
+        assert_eq!(offset_of(admit(&producers, batch(7, 0, 5, 1))).await, Err(ResponseError::InvalidProducerEpoch));
+        // Another producer is independent.
+        assert_eq!(offset_of(admit(&producers, batch(8, 0, 0, 1))).await, Ok(6));
+
+        // A restart: the state is rebuilt from the partition's tail.
+        drop(producers);
+        log.close().await;
+        drop(stream);
+        drop(log);
+        let log: Arc<Log> = Log::open(LogConfig::new(dir.path())).unwrap();
+        let stream = log.stream("s").unwrap();
+        let partition = stream.partition(0).unwrap();
+        let producers = Producers::new();
+        let admit = |producers: &Producers, b| producers.admit("s", partition, b, Durability::Sync);
+        assert_eq!(offset_of(admit(&producers, batch(7, 1, 0, 1))).await, Ok(5), "a retry after the restart");
+        assert_eq!(offset_of(admit(&producers, batch(8, 0, 0, 1))).await, Ok(6));
+        assert_eq!(offset_of(admit(&producers, batch(7, 1, 2, 1))).await, Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(offset_of(admit(&producers, batch(7, 1, 1, 1))).await, Ok(7));
+        assert_eq!(partition.log_end_offset(), 8);
+    }
+
+    #[test]
+    fn producer_ids_are_new_and_epochs_are_bumped() {
+        let producers = Producers::new();
+        let (a, epoch) = producers.init(-1, -1);
+        assert_eq!(epoch, 0);
+        let (b, _) = producers.init(-1, -1);
+        assert_ne!(a, b);
+        assert_eq!(producers.init(a, 0), (a, 1), "an existing producer gets its next epoch");
+    }
+}
