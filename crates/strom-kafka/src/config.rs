@@ -1,6 +1,7 @@
 //! The `[kafka]` section of strom.toml.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -27,6 +28,17 @@ pub struct KafkaConfig {
     pub fetch_inflight_bytes_max: usize,
     /// Authentication: none unless mechanisms are listed.
     pub sasl: SaslConfig,
+    /// TLS for every Kafka connection when set (clients use security.protocol SSL or SASL_SSL).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -55,6 +67,7 @@ impl Default for KafkaConfig {
             inflight_bytes_max: 256 * 1024 * 1024,
             fetch_inflight_bytes_max: 256 * 1024 * 1024,
             sasl: SaslConfig::default(),
+            tls: None,
         }
     }
 }
@@ -99,6 +112,9 @@ impl KafkaConfig {
         }
         if self.sasl.users.iter().any(|user| user.name.is_empty() || user.password.is_empty()) {
             return Err("kafka.sasl.users need a name and a password".into());
+        }
+        if let Some(files) = &self.tls {
+            crate::tls::acceptor(files).map_err(|error| format!("kafka.tls: {error}"))?;
         }
         if let Some(advertised) = &self.advertised_addr {
             let port_ok =

@@ -9,8 +9,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::api::{self, Pending, Session};
@@ -30,16 +29,14 @@ struct InFlight {
     _bytes: OwnedSemaphorePermit,
 }
 
-pub(crate) async fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
-    let local_addr = match stream.local_addr() {
-        Ok(addr) => addr,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "Kafka connection gone before it was served");
-            return;
-        }
-    };
+/// Serves one connection, plain TCP or TLS, until the client closes it, a frame is refused,
+/// or the server stops.
+pub(crate) async fn run<S>(broker: Arc<Broker>, stream: S, local_addr: SocketAddr, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let session = Session { local_addr, peer_addr: peer };
-    let (reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = tokio::io::split(stream);
     let (queue, mut responses) = mpsc::channel::<InFlight>(CONNECTION_REQUESTS_IN_FLIGHT_MAX);
     let reading = read_requests(&broker, &session, BufReader::with_capacity(READ_BUFFER_BYTES, reader), queue);
     let writing = async move {
@@ -96,10 +93,10 @@ fn log_close(peer: SocketAddr, error: &FrameError) {
     tracing::warn!(%peer, %error, "closing a Kafka connection");
 }
 
-async fn read_requests(
+async fn read_requests<S: AsyncRead + AsyncWrite>(
     broker: &Arc<Broker>,
     session: &Session,
-    mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: BufReader<ReadHalf<S>>,
     queue: mpsc::Sender<InFlight>,
 ) -> Result<(), FrameError> {
     let slots = Arc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));

@@ -25,8 +25,9 @@ pub mod limits;
 mod producers;
 mod sasl;
 mod server;
+mod tls;
 
 pub use api::decode_only;
-pub use config::{KafkaConfig, SaslConfig, SaslUser};
+pub use config::{KafkaConfig, SaslConfig, SaslUser, TlsFiles};
 pub use frame::{FrameError, RequestFrame, parse_request};
 pub use server::serve;

@@ -53,3 +53,6 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 /// How much of a partition's tail rebuilds its producer state after a restart.
 pub const PRODUCER_TAIL_OFFSETS: u64 = 100_000;
 pub const PRODUCER_TAIL_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a client has to finish its TLS handshake before the connection is closed.
+pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;

@@ -9,9 +9,10 @@ use tokio::task::JoinSet;
 
 use crate::config::KafkaConfig;
 use crate::groups::Coordinator;
-use crate::limits::GROUP_TICK_MS;
+use crate::limits::{GROUP_TICK_MS, TLS_HANDSHAKE_MS_MAX};
 use crate::producers::Producers;
 use crate::sasl::Authenticator;
+use std::time::Duration;
 
 /// The one broker's node id: every partition's leader, the coordinator of every group.
 pub(crate) const NODE_ID: i32 = 0;
@@ -46,6 +47,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(config.connections_max));
+    // The files were checked when the configuration was loaded; they may have changed since.
+    let tls = match config.tls.as_ref().map(crate::tls::acceptor).transpose() {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::error!(%error, "Kafka listener not started: its TLS certificate cannot be loaded");
+            return;
+        }
+    };
     let sasl = Authenticator::new(&config.sasl);
     let broker = Arc::new(Broker {
         log,
@@ -96,11 +105,23 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let Ok(local_addr) = stream.local_addr() else { continue };
         let broker = broker.clone();
         let open = open.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             open.increment(1.0);
-            crate::connection::run(broker, stream, peer).await;
+            match tls {
+                None => crate::connection::run(broker, stream, local_addr, peer).await,
+                Some(acceptor) => {
+                    let handshake = Duration::from_millis(TLS_HANDSHAKE_MS_MAX);
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => crate::connection::run(broker, stream, local_addr, peer).await,
+                        Ok(Err(error)) => tracing::info!(%peer, %error, "TLS handshake with a Kafka client failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake with a Kafka client timed out"),
+                    }
+                }
+            }
             open.decrement(1.0);
             drop(permit);
         });

@@ -279,6 +279,8 @@ mod tests {
             ("colour = true", "colour"),
             ("[kafka]\nframe_bytes_max = 10", "kafka.frame_bytes_max"),
             ("[kafka]\nport = 9092", "port"),
+            ("[kafka.tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.pem\"", "kafka.tls"),
+            ("[kafka.sasl]\nmechanisms = [\"GSSAPI\"]", "kafka.sasl.mechanisms"),
         ];
         for (text, key) in cases {
             let error = Config::parse(text).unwrap_err();

@@ -160,3 +160,49 @@ async fn kcat_authenticates_with_sasl_plain_and_scram_sha_256() {
     let metrics = server.metrics().await;
     assert!(metrics.contains("strom_kafka_authentication_failures_total"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_talks_tls_and_sasl_over_tls() {
+    if !kcat() || !available("openssl", &["version"]) {
+        return;
+    }
+    // A self-signed certificate for 127.0.0.1 (librdkafka checks the host name by default).
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let mut openssl = Command::new("openssl");
+    openssl
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=strom-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    stdout_of(&run(openssl, Vec::new(), TIMEOUT).await);
+    let files = strom_kafka::TlsFiles { cert_file: cert.clone(), key_file: key };
+    let server = TestServer::start_with(|config| {
+        config.kafka.tls = Some(files);
+        config.kafka.sasl.mechanisms = vec!["SCRAM-SHA-256".into()];
+        config.kafka.sasl.users = vec![strom_kafka::SaslUser { name: "bob".into(), password: "pw".into() }];
+    })
+    .await;
+    server.create_stream("private", 1).await;
+    let secure = |command: &mut Command| {
+        for setting in [
+            "security.protocol=SASL_SSL".to_string(),
+            format!("ssl.ca.location={}", cert.display()),
+            "sasl.mechanisms=SCRAM-SHA-256".to_string(),
+            "sasl.username=bob".to_string(),
+            "sasl.password=pw".to_string(),
+        ] {
+            command.args(["-X", &setting]);
+        }
+    };
+    let mut produce = kcat_command(&server, &["-P", "-t", "private", "-X", "acks=all"]);
+    secure(&mut produce);
+    stdout_of(&run(produce, b"over tls\n".to_vec(), TIMEOUT).await);
+    let mut consume = kcat_command(&server, &["-C", "-t", "private", "-o", "beginning", "-e"]);
+    secure(&mut consume);
+    assert_eq!(stdout_of(&run(consume, Vec::new(), TIMEOUT).await), "over tls\n");
+    // A plaintext client gets nowhere.
+    let plain = run(kcat_command(&server, &["-L", "-m", "3"]), Vec::new(), TIMEOUT).await;
+    assert!(!plain.status.success(), "a plaintext client must not get metadata from a TLS listener");
+}
