@@ -37,10 +37,10 @@ disk
 say "## HTTP: strom serve (release) + strom bench http"
 cargo build -q --release -p strom
 strom=target/release/strom
-"$strom" serve --data-dir "$work/data" --http-addr 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
+"$strom" serve --data-dir "$work/data" --http-addr 127.0.0.1:0 --kafka-addr 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/serve.out" && break; sleep 0.1; done
-url=$(sed -n 's/^listening //p' "$work/serve.out")
+url=$(sed -n 's/^listening \(http:.*\)/\1/p' "$work/serve.out")
 sleep 1
 say "idle RSS: $(awk '/VmRSS/{print $2, $3}' /proc/$server_pid/status)"
 say "### batches of 100 events (~500 B), durable, 4 partitions, 32 connections"

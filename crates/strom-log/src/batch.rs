@@ -17,8 +17,17 @@ use crate::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 pub const HEADER_BYTES: usize = 61;
 /// Bytes before the `batchLength` field ends: base offset (8) and the length itself (4).
 pub const LENGTH_PREFIX_BYTES: usize = 12;
+const LEADER_EPOCH_POSITION: usize = 12;
 const MAGIC_POSITION: usize = 16;
 const CRC_POSITION: usize = 17;
+const ATTRIBUTES_POSITION: usize = 21;
+const PRODUCER_ID_POSITION: usize = 43;
+const PRODUCER_EPOCH_POSITION: usize = 51;
+const BASE_SEQUENCE_POSITION: usize = 53;
+/// Attribute bits (Kafka's `DefaultRecordBatch`): compression codec, transactional, control.
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+const ATTRIBUTE_CONTROL: i16 = 0x20;
 /// The CRC covers everything from the attributes to the end of the batch.
 const CRC_COVERAGE_START: usize = 21;
 
@@ -33,6 +42,12 @@ pub struct BatchHeader {
     pub max_timestamp_ms: i64,
     pub record_count: u32,
     pub crc: u32,
+    /// Compression codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) and flags.
+    pub attributes: i16,
+    /// The idempotent producer's id, epoch and first sequence; -1 for other producers.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 impl BatchHeader {
@@ -79,7 +94,33 @@ impl BatchHeader {
             max_timestamp_ms,
             record_count: record_count as u32,
             crc,
+            attributes: i16::from_be_bytes(array(bytes, ATTRIBUTES_POSITION)),
+            producer_id: i64::from_be_bytes(array(bytes, PRODUCER_ID_POSITION)),
+            producer_epoch: i16::from_be_bytes(array(bytes, PRODUCER_EPOCH_POSITION)),
+            base_sequence: i32::from_be_bytes(array(bytes, BASE_SEQUENCE_POSITION)),
         })
+    }
+
+    /// The compression codec: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub fn compression(&self) -> u8 {
+        (self.attributes & ATTRIBUTE_COMPRESSION_MASK) as u8
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+
+    /// The sequence of the batch's last record (sequences wrap at `i32::MAX`, as in Kafka).
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence < 0 {
+            return self.base_sequence;
+        }
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        (last % (i64::from(i32::MAX) + 1)) as i32
     }
 }
 
@@ -196,6 +237,50 @@ impl EncodedBatch {
         Ok(EncodedBatch { bytes, header })
     }
 
+    /// Takes a batch a Kafka producer built, as it will be stored: header and CRC-32C checked,
+    /// every record walked (lengths, varints, offset deltas 0, 1, 2, ..., UTF-8 header keys)
+    /// without allocating, so that reading it back can never fail or allocate by a count the
+    /// producer chose. Only uncompressed, non-transactional data batches are taken. The
+    /// producer id, epoch and sequence are kept; the partition leader epoch (outside the CRC)
+    /// is set to 0, the only epoch Strom has.
+    pub fn from_client(mut bytes: BytesMut) -> Result<EncodedBatch> {
+        let invalid = |why: String| LogError::InvalidBatch(why);
+        let header = BatchHeader::parse(&bytes).map_err(invalid)?;
+        if header.size_bytes != bytes.len() {
+            return Err(invalid(format!("the header says {} bytes, the batch has {}", header.size_bytes, bytes.len())));
+        }
+        if !crc_matches(&bytes, &header) {
+            return Err(invalid("CRC-32C mismatch".into()));
+        }
+        if header.compression() != 0 {
+            return Err(invalid(format!("compression codec {} is not supported", header.compression())));
+        }
+        if header.is_transactional() || header.is_control() {
+            return Err(invalid("transactional and control batches are not supported".into()));
+        }
+        if header.record_count == 0
+            || header.record_count as usize > BATCH_RECORDS_MAX
+            || header.record_count != header.last_offset_delta + 1
+        {
+            return Err(invalid(format!(
+                "{} records with last offset delta {} (a producer's batch holds 1 to {BATCH_RECORDS_MAX} records at deltas 0, 1, 2, ...)",
+                header.record_count, header.last_offset_delta
+            )));
+        }
+        check_records(&bytes[HEADER_BYTES..], header.record_count).map_err(invalid)?;
+        bytes[LEADER_EPOCH_POSITION..LEADER_EPOCH_POSITION + 4].copy_from_slice(&0i32.to_be_bytes());
+        Ok(EncodedBatch { bytes, header })
+    }
+
+    /// The batch's bytes (base offset as encoded; the writer patches it when appending).
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes.freeze()
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
     pub fn record_count(&self) -> u32 {
         self.header.record_count
     }
@@ -211,6 +296,82 @@ impl EncodedBatch {
 
     pub fn max_timestamp_ms(&self) -> i64 {
         self.header.max_timestamp_ms
+    }
+}
+
+/// Checks the records of an uncompressed batch (Kafka's record v2 layout) by walking them:
+/// `count` records at offset deltas 0..count, each exactly as long as its length says, and
+/// nothing after the last.
+fn check_records(mut records: &[u8], count: u32) -> Result<(), String> {
+    for index in 0..count {
+        let length = varint(&mut records).ok_or_else(|| format!("record {index}: bad length"))?;
+        let length = usize::try_from(length)
+            .ok()
+            .filter(|&length| length <= records.len())
+            .ok_or_else(|| format!("record {index}: length {length} beyond the batch"))?;
+        let (mut record, rest) = records.split_at(length);
+        records = rest;
+        let bad = |what: &str| format!("record {index}: bad {what}");
+        take(&mut record, 1).ok_or_else(|| bad("attributes"))?;
+        varlong(&mut record).ok_or_else(|| bad("timestamp delta"))?;
+        let offset_delta = varint(&mut record).ok_or_else(|| bad("offset delta"))?;
+        if offset_delta != index as i32 {
+            return Err(format!("record {index} has offset delta {offset_delta}"));
+        }
+        nullable_bytes(&mut record).ok_or_else(|| bad("key"))?;
+        nullable_bytes(&mut record).ok_or_else(|| bad("value"))?;
+        let headers = varint(&mut record).filter(|&n| n >= 0).ok_or_else(|| bad("header count"))?;
+        for _ in 0..headers {
+            let key = nullable_bytes(&mut record).flatten().ok_or_else(|| bad("header key"))?;
+            std::str::from_utf8(key).map_err(|_| bad("header key (not UTF-8)"))?;
+            nullable_bytes(&mut record).ok_or_else(|| bad("header value"))?;
+        }
+        if !record.is_empty() {
+            return Err(format!("record {index} has {} bytes after its headers", record.len()));
+        }
+    }
+    if !records.is_empty() {
+        return Err(format!("{} bytes after the last record", records.len()));
+    }
+    Ok(())
+}
+
+fn take<'a>(bytes: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
+    if bytes.len() < count {
+        return None;
+    }
+    let (taken, rest) = bytes.split_at(count);
+    *bytes = rest;
+    Some(taken)
+}
+
+/// A zigzag varint of at most `max_bytes` bytes (5 for 32 bits, 10 for 64).
+fn zigzag(bytes: &mut &[u8], max_bytes: usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for index in 0..max_bytes {
+        let byte = *take(bytes, 1)?.first()?;
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+fn varint(bytes: &mut &[u8]) -> Option<i32> {
+    zigzag(bytes, 5).and_then(|value| i32::try_from(value).ok())
+}
+
+fn varlong(bytes: &mut &[u8]) -> Option<i64> {
+    zigzag(bytes, 10)
+}
+
+/// A varint length and that many bytes; length -1 is null (`Some(None)`).
+fn nullable_bytes<'a>(bytes: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    match varint(bytes)? {
+        -1 => Some(None),
+        length if length >= 0 => take(bytes, length as usize).map(Some),
+        _ => None,
     }
 }
 
@@ -279,6 +440,80 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x10;
         assert!(EncodedBatch::from_bytes(bytes).is_err());
+    }
+
+    /// Rewrites the CRC after a test changed bytes it covers.
+    fn reseal(bytes: &mut BytesMut) {
+        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
+        bytes[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn a_producer_batch_is_taken_with_its_producer_fields() {
+        let mut bytes = EncodedBatch::encode(&[record("a", 1), record("b", 2)]).unwrap().bytes;
+        bytes[PRODUCER_ID_POSITION..PRODUCER_ID_POSITION + 8].copy_from_slice(&7i64.to_be_bytes());
+        bytes[PRODUCER_EPOCH_POSITION..PRODUCER_EPOCH_POSITION + 2].copy_from_slice(&3i16.to_be_bytes());
+        bytes[BASE_SEQUENCE_POSITION..BASE_SEQUENCE_POSITION + 4].copy_from_slice(&41i32.to_be_bytes());
+        bytes[LEADER_EPOCH_POSITION..LEADER_EPOCH_POSITION + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        reseal(&mut bytes);
+        let batch = EncodedBatch::from_client(bytes).unwrap();
+        let header = batch.header();
+        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (7, 3, 41));
+        assert_eq!(header.last_sequence(), 42);
+        assert_eq!(&batch.bytes[LEADER_EPOCH_POSITION..LEADER_EPOCH_POSITION + 4], &[0; 4]);
+        assert_eq!(decode_records(batch.bytes.freeze()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut bytes = EncodedBatch::encode(&[record("a", 1), record("b", 2)]).unwrap().bytes;
+        bytes[BASE_SEQUENCE_POSITION..BASE_SEQUENCE_POSITION + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        reseal(&mut bytes);
+        assert_eq!(EncodedBatch::from_client(bytes).unwrap().header().last_sequence(), 0);
+    }
+
+    #[test]
+    fn malformed_producer_batches_are_refused_by_the_walk() {
+        let good = EncodedBatch::encode(&[record("a", 1), record("bb", 2)]).unwrap().bytes;
+        assert!(EncodedBatch::from_client(good.clone()).is_ok());
+        // Each case changes one thing and reseals the CRC, so only the structure check can refuse it.
+        type Change = Box<dyn Fn(&mut BytesMut)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("gzip", Box::new(|b| b[ATTRIBUTES_POSITION + 1] |= 1)),
+            ("transactional", Box::new(|b| b[ATTRIBUTES_POSITION + 1] |= 0x10)),
+            ("record count above the deltas", Box::new(|b| b[60] = 3)),
+            ("first record length beyond the batch", Box::new(|b| b[HEADER_BYTES] = 0x7e)),
+            (
+                "trailing byte",
+                Box::new(|b| {
+                    b.extend_from_slice(&[0]);
+                    let length = (b.len() - LENGTH_PREFIX_BYTES) as i32;
+                    b[8..12].copy_from_slice(&length.to_be_bytes());
+                }),
+            ),
+        ];
+        for (name, change) in cases {
+            let mut bytes = good.clone();
+            change(&mut bytes);
+            reseal(&mut bytes);
+            assert!(EncodedBatch::from_client(bytes).is_err(), "{name} was accepted");
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_single_byte_change_is_refused_or_reads_back() {
+        let good = EncodedBatch::encode(&[record("a", 1), record("bb", 2)]).unwrap().bytes;
+        for at in HEADER_BYTES..good.len() {
+            for value in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut bytes = good.clone();
+                bytes[at] = value;
+                reseal(&mut bytes);
+                if let Ok(batch) = EncodedBatch::from_client(bytes) {
+                    // What the walk lets through must decode: reads never fail on it.
+                    decode_records(batch.bytes.freeze()).unwrap();
+                }
+            }
+        }
     }
 
     #[test]

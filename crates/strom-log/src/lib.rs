@@ -29,5 +29,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, Result};
 pub use groups::{CommitMode, GroupOffsets};
 pub use log::{Log, LogConfig};
-pub use partition::{Appended, Durability, Partition, PartitionStatus, ReadBatches, ReadRecords};
+pub use partition::{Appended, Durability, Partition, PartitionStatus, PendingAppend, ReadBatches, ReadRecords};
 pub use stream::{Stream, StreamConfig, validate_stream_name};

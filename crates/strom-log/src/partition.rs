@@ -46,6 +46,25 @@ pub struct Appended {
     pub last_offset: u64,
 }
 
+/// An append queued by `Partition::submit`; resolves once it has the asked durability.
+#[must_use = "the append's outcome is only known by awaiting it"]
+pub struct PendingAppend {
+    answer: oneshot::Receiver<Result<Appended>>,
+    /// The answer when the writer goes away without replying.
+    stopped: LogError,
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<Appended>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.answer).poll(context).map(|answer| match answer {
+            Ok(result) => result,
+            Err(_) => Err(std::mem::replace(&mut self.stopped, LogError::Closed)),
+        })
+    }
+}
+
 /// Whole batches read from a partition, as stored (the Kafka listener serves them as they are).
 #[derive(Debug, Default)]
 pub struct ReadBatches {
@@ -219,6 +238,14 @@ impl Partition {
     /// Appends one batch; answers after the asked durability. A full queue answers
     /// `Overloaded` at once.
     pub async fn append(&self, batch: EncodedBatch, durability: Durability) -> Result<Appended> {
+        self.submit(batch, durability)?.await
+    }
+
+    /// Queues one batch for appending now, without waiting: batches submitted one after the
+    /// other are appended in that order (the Kafka listener relies on it for the requests of
+    /// one connection). The returned future answers after the asked durability. A full queue
+    /// answers `Overloaded` at once.
+    pub fn submit(&self, batch: EncodedBatch, durability: Durability) -> Result<PendingAppend> {
         if let Some(cause) = self.poisoned() {
             return Err(self.poisoned_error(cause));
         }
@@ -243,7 +270,7 @@ impl Partition {
                 mpsc::error::TrySendError::Closed(_) => LogError::Closed,
             }
         })?;
-        answer.await.map_err(|_| self.poisoned_error("the partition writer stopped".into()))?
+        Ok(PendingAppend { answer, stopped: self.poisoned_error("the partition writer stopped".into()) })
     }
 
     fn poisoned_error(&self, cause: String) -> LogError {

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Address of the HTTP API [default: 127.0.0.1:8425]. Port 0 picks a free port.
     #[arg(long, env = "STROM_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the Kafka listener [default: 127.0.0.1:9092]. Port 0 picks a free port.
+    #[arg(long, env = "STROM_KAFKA_ADDR", value_name = "HOST:PORT")]
+    pub kafka_addr: Option<SocketAddr>,
     /// Log filter, e.g. `info` or `strom_log=debug,info` [default: info].
     #[arg(long, env = "STROM_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -40,6 +43,8 @@ pub struct Config {
     /// Defaults for streams created without explicit settings.
     pub streams: StreamDefaults,
     pub logging: LoggingConfig,
+    /// The Kafka wire protocol listener (its keys are `strom_kafka::KafkaConfig`'s).
+    pub kafka: strom_kafka::KafkaConfig,
     /// The event catalog: JSON Schemas per event type.
     pub catalog: CatalogSettings,
     /// The tracking collector (`/v1/track`, `/v1/batch`, ...).
@@ -202,6 +207,7 @@ impl Default for Config {
             collector: CollectorConfig::default(),
             sources: Vec::new(),
             auth: AuthConfig::default(),
+            kafka: strom_kafka::KafkaConfig::default(),
         }
     }
 }
@@ -306,6 +312,9 @@ impl Config {
         if let Some(addr) = args.http_addr {
             config.http.addr = addr;
         }
+        if let Some(addr) = args.kafka_addr {
+            config.kafka.addr = addr;
+        }
         if let Some(level) = &args.log_level {
             config.logging.level = level.clone();
         }
@@ -363,6 +372,7 @@ impl Config {
             return Err("http.inflight_bytes_max must be at least http.body_bytes_max".into());
         }
         self.streams.stream_config().validate().map_err(|error| format!("streams: {error}"))?;
+        self.kafka.validate()?;
         if self.catalog.pii_secret.as_ref().is_some_and(|secret| secret.0.len() < 16) {
             return Err("catalog.pii_secret must be at least 16 bytes (a short key can be guessed)".into());
         }
@@ -441,6 +451,10 @@ mod tests {
             ("[catalog]\ncompatibility = \"SOMETIMES\"", "SOMETIMES"),
             ("[catalog]\npii_secret = \"short\"", "catalog.pii_secret"),
             ("[catalog]\nreload_interval_ms = 3600001", "catalog.reload_interval_ms"),
+            ("[kafka]\nframe_bytes_max = 10", "kafka.frame_bytes_max"),
+            ("[kafka]\nport = 9092", "port"),
+            ("[kafka.tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.pem\"", "kafka.tls"),
+            ("[kafka.sasl]\nmechanisms = [\"GSSAPI\"]", "kafka.sasl.mechanisms"),
         ];
         for (text, key) in cases {
             let error = Config::parse(text).unwrap_err();

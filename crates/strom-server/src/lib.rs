@@ -55,10 +55,30 @@ pub fn serve(args: ServeArgs) -> Result<(), ServerError> {
 
 /// Runs the server on an already bound listener until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish, and closes the log (sync + checkpoints).
-/// Prints `listening http://ADDR` on stdout once it serves.
+/// Prints `listening http://ADDR` on stdout once it serves. The Kafka listener, when
+/// enabled, is bound here at `kafka.addr`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let kafka = match config.kafka.enabled {
+        true => Some(
+            TcpListener::bind(config.kafka.addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr: config.kafka.addr, source })?,
+        ),
+        false => None,
+    };
+    run_with_kafka(config, listener, kafka, shutdown).await
+}
+
+/// `run` with the Kafka listener bound by the caller too (tests bind both on port 0), or
+/// none. Prints `listening kafka://ADDR` after the HTTP line.
+pub async fn run_with_kafka(
+    config: Config,
+    listener: TcpListener,
+    kafka: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = metrics_handle();
@@ -87,6 +107,16 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
     println!("listening http://{addr}");
+    let kafka = match kafka {
+        Some(kafka) => {
+            let addr = kafka.local_addr()?;
+            tracing::info!(%addr, "Kafka listener listening");
+            println!("listening kafka://{addr}");
+            let (log, config, defaults) = (log.clone(), config.kafka.clone(), config.streams.stream_config());
+            Some(tokio::spawn(strom_kafka::serve(kafka, log, config, defaults, state.shutdown.clone())))
+        }
+        None => None,
+    };
     let mut started_stopping = state.shutdown.clone();
     let app = api::router(state);
     // The collector needs each connection's peer address (context.ip).
@@ -105,6 +135,15 @@ pub async fn run(
             tokio::time::sleep(timeout).await;
         } => {
             tracing::warn!(timeout_ms = config.http.shutdown_timeout_ms, "in-flight requests did not finish in time; stopping anyway");
+        }
+    }
+    if let Some(kafka) = kafka {
+        // Kafka connections end their long polls at the same signal and answer what they
+        // read; the same timeout bounds the wait.
+        let abort = kafka.abort_handle();
+        if tokio::time::timeout(timeout, kafka).await.is_err() {
+            tracing::warn!("Kafka connections did not finish in time; stopping anyway");
+            abort.abort();
         }
     }
     collector.close(&log).await;

@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     pub url: String,
     pub addr: std::net::SocketAddr,
+    /// The Kafka listener, also on an ephemeral port.
+    pub kafka_addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -33,8 +35,10 @@ impl TestServer {
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let kafka = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kafka_addr = kafka.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(strom_server::run(config, listener, async move {
+        let task = tokio::spawn(strom_server::run_with_kafka(config, listener, Some(kafka), async move {
             let _ = stopped.await;
         }));
         let url = format!("http://{addr}");
@@ -49,7 +53,7 @@ impl TestServer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        TestServer { url, addr, client, dir, stop: Some(stop), task: Some(task) }
+        TestServer { url, addr, kafka_addr, client, dir, stop: Some(stop), task: Some(task) }
     }
 
     /// Graceful shutdown; gives back the data directory for a restart.

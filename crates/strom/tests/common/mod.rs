@@ -28,7 +28,7 @@ impl TestServer {
         std::fs::write(&config, config_text).expect("write the test config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
         command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--config"])
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(data_dir)

@@ -1,0 +1,75 @@
+//! The Python clients `confluent-kafka` (a current librdkafka) and `kafka-python` (its own
+//! protocol code) against the real server. The scripts live in `tests/kafka/`; each exits
+//! non-zero with the reason when a check fails.
+
+mod common;
+mod kafka_support;
+
+use std::time::Duration;
+
+use common::*;
+use kafka_support::*;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_administers_produces_and_consumes() {
+    if !confluent_kafka() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let output = python("admin_produce_consume.py", &[server.kafka_addr.to_string()], TIMEOUT).await;
+    assert!(output.trim_end().ends_with("ok"), "{output}");
+    // The topics it created and deleted went through the log: none is left.
+    let (status, body) = server.get("/v1/streams").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["streams"], serde_json::json!([]), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_rebalances_when_one_leaves_and_resumes_after_a_restart() {
+    if !confluent_kafka() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.create_stream("orders", 6).await;
+    let args = |server: &TestServer, phase: &str| {
+        vec![server.kafka_addr.to_string(), "orders".to_string(), "6".to_string(), phase.to_string()]
+    };
+    let output = python("group_rebalance.py", &args(&server, "consume"), TIMEOUT).await;
+    assert!(output.contains("ok 5000"), "{output}");
+    // The committed offsets are the log's: visible over HTTP and kept across a restart.
+    let (status, body) = server.get("/v1/groups/mailer/offsets").await;
+    assert_eq!(status, 200, "{body}");
+    let server = server.restart().await;
+    let output = python("group_rebalance.py", &args(&server, "resume"), TIMEOUT).await;
+    assert!(output.contains("ok 1000"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_forced_to_retry_stores_each_record_once() {
+    if !confluent_kafka() {
+        return;
+    }
+    // The proxy's port is advertised, so the client keeps going through the proxy.
+    let proxy_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let server =
+        TestServer::start_with(|config| config.kafka.advertised_addr = Some(format!("127.0.0.1:{proxy_port}"))).await;
+    server.create_stream("payments", 3).await;
+    let args = [proxy_port.to_string(), server.kafka_addr.to_string(), "payments".to_string()];
+    let output = python("idempotent_retries.py", &args, TIMEOUT).await;
+    assert!(output.contains("ok 4000 records"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_administers_produces_and_consumes_in_a_group() {
+    if !kafka_python() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let output = python("kafka_python_client.py", &[server.kafka_addr.to_string()], TIMEOUT).await;
+    assert!(output.trim_end().ends_with("ok"), "{output}");
+}
