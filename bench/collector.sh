@@ -12,10 +12,10 @@ if [ -z "$bin" ]; then
 fi
 work=$(mktemp -d)
 trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" serve --data-dir "$work/data" --http-addr 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
+"$bin" serve --data-dir "$work/data" --http-addr 127.0.0.1:0 --kafka-addr 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
 pid=$!
 for _ in $(seq 100); do grep -q listening "$work/serve.out" && break; sleep 0.1; done
-url=$(sed -n 's/^listening //p' "$work/serve.out")
+url=$(sed -n 's/^listening \(http:.*\)/\1/p' "$work/serve.out")
 key=$("$bin" --url "$url" sources create bench 2>/dev/null)
 sleep 1
 echo "# $(date -u +%FT%TZ) on $(nproc) cores; git $(git rev-parse --short HEAD); load $(cut -d' ' -f1-3 /proc/loadavg)"
