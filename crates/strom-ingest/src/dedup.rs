@@ -351,27 +351,29 @@ impl Dedup {
                 // choice below only ever needs an old enough one.
                 inner.captures.remove(1);
             }
-            inner
-                .buckets
-                .iter()
-                .filter(|(start, bucket)| **start < open_start && bucket.unfiled_sequence_min.is_some())
-                .map(|(start, bucket)| (*start, bucket.entries.iter().map(|(k, v)| (*k, *v)).collect()))
-                .collect()
+            unfiled(&inner, |start| start < open_start)
         };
-        for (start, entries) in &to_file {
+        self.file_buckets(&to_file)?;
+        let mut inner = self.lock();
+        self.write_manifest_locked(&mut inner)
+    }
+
+    /// Writes bucket files, then marks their buckets filed (entries added meanwhile stay
+    /// unfiled).
+    fn file_buckets(&self, to_file: &[(i64, Vec<(u64, Location)>)]) -> Result<(), DedupError> {
+        for (start, entries) in to_file {
             self.write_bucket(*start, entries)?;
         }
         let mut inner = self.lock();
-        for (start, entries) in &to_file {
+        for (start, entries) in to_file {
             if let Some(bucket) = inner.buckets.get_mut(start) {
                 bucket.filed = true;
-                // Entries added while the file was written stay unfiled.
                 if bucket.entries.len() == entries.len() {
                     bucket.unfiled_sequence_min = None;
                 }
             }
         }
-        self.write_manifest_locked(&mut inner)
+        Ok(())
     }
 
     /// Writes the manifest: the filed buckets, and the newest capture below which every
@@ -399,25 +401,9 @@ impl Dedup {
     /// that a restart reads nothing back from the log.
     pub fn close(&self, ends: Vec<(String, u32, u64)>) -> Result<(), DedupError> {
         let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let to_file: Vec<(i64, Vec<(u64, Location)>)> = {
-            let inner = self.lock();
-            inner
-                .buckets
-                .iter()
-                .filter(|(_, bucket)| bucket.unfiled_sequence_min.is_some())
-                .map(|(start, bucket)| (*start, bucket.entries.iter().map(|(k, v)| (*k, *v)).collect()))
-                .collect()
-        };
-        for (start, entries) in &to_file {
-            self.write_bucket(*start, entries)?;
-        }
+        let to_file = unfiled(&self.lock(), |_| true);
+        self.file_buckets(&to_file)?;
         let mut inner = self.lock();
-        for (start, _) in &to_file {
-            if let Some(bucket) = inner.buckets.get_mut(start) {
-                bucket.filed = true;
-                bucket.unfiled_sequence_min = None;
-            }
-        }
         let sequence = inner.next_sequence;
         inner.captures.push(Capture { ends, sequence });
         self.write_manifest_locked(&mut inner)
@@ -529,6 +515,16 @@ impl Dedup {
             }
         }
     }
+}
+
+/// The entries of the buckets (chosen by start) that hold entries no file has yet.
+fn unfiled(inner: &Inner, chosen: impl Fn(i64) -> bool) -> Vec<(i64, Vec<(u64, Location)>)> {
+    inner
+        .buckets
+        .iter()
+        .filter(|(start, bucket)| chosen(**start) && bucket.unfiled_sequence_min.is_some())
+        .map(|(start, bucket)| (*start, bucket.entries.iter().map(|(k, v)| (*k, *v)).collect()))
+        .collect()
 }
 
 impl Inner {

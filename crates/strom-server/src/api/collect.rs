@@ -24,68 +24,27 @@ use crate::error::ApiError;
 /// Messages in one batch request (Segment's 500 KB batches hold a few hundred at most).
 pub const BATCH_MESSAGES_MAX: usize = 2_500;
 
-pub(super) async fn track(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, Some(Call::Track), peer, headers, body).await
+/// One handler per endpoint; they differ only in the call they stand for.
+macro_rules! endpoint {
+    ($name:ident, $call:expr) => {
+        pub(super) async fn $name(
+            state: State<Arc<AppState>>,
+            peer: ConnectInfo<SocketAddr>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Response {
+            collect(state, $call, peer, headers, body).await
+        }
+    };
 }
 
-pub(super) async fn page(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, Some(Call::Page), peer, headers, body).await
-}
-
-pub(super) async fn screen(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, Some(Call::Screen), peer, headers, body).await
-}
-
-pub(super) async fn identify(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, Some(Call::Identify), peer, headers, body).await
-}
-
-pub(super) async fn group(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, Some(Call::Group), peer, headers, body).await
-}
-
-pub(super) async fn alias(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, Some(Call::Alias), peer, headers, body).await
-}
-
-pub(super) async fn batch(
-    state: State<Arc<AppState>>,
-    peer: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    collect(state, None, peer, headers, body).await
-}
+endpoint!(track, Some(Call::Track));
+endpoint!(page, Some(Call::Page));
+endpoint!(screen, Some(Call::Screen));
+endpoint!(identify, Some(Call::Identify));
+endpoint!(group, Some(Call::Group));
+endpoint!(alias, Some(Call::Alias));
+endpoint!(batch, None);
 
 /// CORS preflight. It carries no write key, so it is answered for any origin some source
 /// allows; the request itself is then checked against its own source's list.
