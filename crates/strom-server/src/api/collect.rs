@@ -307,7 +307,15 @@ async fn read_tracking_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large("body"));
     }
-    let permit = state.inflight_bytes.clone().try_acquire_many_owned(limit.max(1) as u32).map_err(|_| {
+    // Held against the in-flight budget: the declared body (or the limit, for chunked bodies),
+    // plus the limit for a gzip body's decompressed copy. Reserving the limit for every small
+    // body would refuse many concurrent single events long before memory is at stake.
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let reserve = declared.unwrap_or(limit) + if gzip { limit } else { 0 };
+    let permit = state.inflight_bytes.clone().try_acquire_many_owned(reserve.max(1) as u32).map_err(|_| {
         metrics::counter!("strom_http_overloaded_total").increment(1);
         ApiError::overloaded("too many request bytes in flight; retry later")
     })?;
