@@ -52,6 +52,8 @@ pub struct Config {
     /// `[[sources]]`: who may send tracked events, with which write keys.
     pub sources: Vec<SourceConfig>,
     pub auth: AuthConfig,
+    /// `[webhooks]`: destinations of rule actions (its keys are `strom_webhooks::WebhooksConfig`'s).
+    pub webhooks: strom_webhooks::WebhooksConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -208,6 +210,7 @@ impl Default for Config {
             sources: Vec::new(),
             auth: AuthConfig::default(),
             kafka: strom_kafka::KafkaConfig::default(),
+            webhooks: strom_webhooks::WebhooksConfig::default(),
         }
     }
 }
@@ -405,6 +408,7 @@ impl Config {
                 return Err(format!("sources: {:?} is defined twice", source.name));
             }
         }
+        self.webhooks.validate()?;
         for digest in &self.auth.admin_tokens_sha256 {
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("auth.admin_tokens_sha256: {digest:?} is not a hex SHA-256 digest"));

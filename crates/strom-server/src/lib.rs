@@ -33,6 +33,8 @@ pub enum ServerError {
     Log(#[from] LogError),
     #[error("catalog: {0}")]
     Catalog(#[from] strom_catalog::CatalogError),
+    #[error("{0}")]
+    Webhooks(#[from] strom_webhooks::WebhooksError),
     #[error("collector: {0}")]
     Collector(String),
     #[error("{0}")]
@@ -90,6 +92,13 @@ pub async fn run_with_kafka(
     let catalog = catalog::open(&config).await?;
     tokio::spawn(catalog::watch(catalog.clone(), config.catalog.reload_interval_ms, stopping_receiver.clone()));
     let collector = collector::start(&config, &log, catalog.clone(), stopping_receiver.clone()).await?;
+    let webhooks = strom_webhooks::Webhooks::start(
+        log.clone(),
+        config.webhooks.clone(),
+        config.streams.stream_config(),
+        &config.data_dir,
+    )
+    .await?;
     let state = Arc::new(api::AppState {
         log: log.clone(),
         catalog,
@@ -103,6 +112,7 @@ pub async fn run_with_kafka(
         ingest: collector.ingest.clone(),
         sources: collector.sources.clone(),
         admin_tokens: collector.admin_tokens.clone(),
+        webhooks: webhooks.clone(),
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
@@ -146,6 +156,7 @@ pub async fn run_with_kafka(
             abort.abort();
         }
     }
+    webhooks.close().await;
     collector.close(&log).await;
     log.close().await;
     tracing::info!("stopped");

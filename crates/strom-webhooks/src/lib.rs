@@ -127,6 +127,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Checks the configuration, creates the deliveries and dead-letter streams when missing
+    /// and destinations are configured
     /// (with `stream_defaults` but the configured partitions), and starts one worker per
     /// destination. `data_dir` keeps which destinations a 410 disabled.
     pub async fn start(
@@ -136,9 +137,12 @@ impl Webhooks {
         data_dir: &Path,
     ) -> Result<Arc<Webhooks>, WebhooksError> {
         let prepared = config.prepare().map_err(WebhooksError::Config)?;
-        for (stream, partitions) in
-            [(&config.deliveries_stream, config.deliveries_partitions), (&config.dead_letter_stream, 1)]
-        {
+        // Without destinations there is nothing to deliver: no streams are made.
+        let streams = match prepared.is_empty() {
+            true => vec![],
+            false => vec![(&config.deliveries_stream, config.deliveries_partitions), (&config.dead_letter_stream, 1)],
+        };
+        for (stream, partitions) in streams {
             let stream_config = StreamConfig { partitions, ..stream_defaults.clone() };
             match log.create_stream(stream, stream_config).await {
                 Ok(_) | Err(LogError::StreamExists(_)) => {}
@@ -155,8 +159,6 @@ impl Webhooks {
             Err(error) => return Err(error.into()),
         };
         let policy = Arc::new(AddressPolicy::new(config.allowed_networks().map_err(WebhooksError::Config)?));
-        // The ring backend, as the Kafka listener's TLS; a second install is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(address::GuardedResolver { policy }))
             // A redirect could lead past the address guard, and receivers should be configured

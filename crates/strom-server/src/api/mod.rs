@@ -7,6 +7,7 @@ pub(crate) mod produce;
 mod read;
 mod sources;
 mod streams;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -44,6 +45,7 @@ pub(crate) struct AppState {
     pub sources: Arc<strom_ingest::source::Sources>,
     /// SHA-256 digests of the admin tokens; empty leaves the admin API open.
     pub admin_tokens: std::collections::HashSet<[u8; 32]>,
+    pub webhooks: Arc<strom_webhooks::Webhooks>,
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -72,6 +74,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/streams/{stream}/events", get(groups::read))
         .route("/v1/groups/{group}/offsets", get(groups::offsets).post(groups::commit))
         .route("/v1/groups/{group}/offsets/reset", post(groups::reset))
+        .route("/v1/webhooks/destinations", get(webhooks::list))
+        .route("/v1/webhooks/destinations/{name}", get(webhooks::get))
+        .route("/v1/webhooks/destinations/{name}/enable", post(webhooks::enable))
         .merge(catalog::admin_routes())
         .nest("/schema-registry", catalog::registry_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), sources::admin_guard));
