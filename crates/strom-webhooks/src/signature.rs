@@ -39,9 +39,13 @@ impl std::str::FromStr for SigningKey {
 }
 
 impl SigningKey {
-    /// A new random key, printed as a `whsec_` secret (for `strom webhooks new-secret`).
+    /// A new key from the operating system's random numbers, as a `whsec_` secret (for
+    /// `strom webhooks new-secret`).
     pub fn generate() -> String {
-        let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+        let mut key = [0u8; 32];
+        // The OS random source does not fail on Linux once booted; if it ever did, a key of
+        // zeros must not be handed out.
+        getrandom::fill(&mut key).expect("the operating system's random numbers");
         format!("whsec_{}", STANDARD.encode(key))
     }
 

@@ -59,6 +59,9 @@ pub enum Command {
     /// The tracking collector's dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(crate::collect::DeadLettersCommand),
+    /// Webhook destinations: their state, resuming one, making a signing secret.
+    #[command(subcommand)]
+    Webhooks(crate::webhooks::WebhooksCommand),
 }
 
 pub async fn run(api: &Api, command: Command) -> Result<()> {
@@ -70,6 +73,7 @@ pub async fn run(api: &Api, command: Command) -> Result<()> {
         Command::Groups(command) => groups(api, command).await,
         Command::Sources(command) => crate::collect::sources(api, command).await,
         Command::DeadLetters(command) => crate::collect::dead_letters(api, command).await,
+        Command::Webhooks(command) => crate::webhooks::webhooks(api, command).await,
     }
 }
 

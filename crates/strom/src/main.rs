@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod client;
 mod collect;
+mod webhooks;
 
 use std::io;
 use std::process::ExitCode;
