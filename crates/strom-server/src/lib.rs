@@ -41,6 +41,11 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// The hex SHA-256 digest of a write key, as `[[sources]] write_keys_sha256` holds it.
+pub fn write_key_digest(key: &str) -> String {
+    strom_ingest::source::digest_hex(key)
+}
+
 /// `strom serve`: reads the configuration, sets up logging, runs until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), ServerError> {
     let config = Config::load(&args)?;

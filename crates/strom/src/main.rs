@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod client;
 mod collect;
+mod demo;
 mod webhooks;
 
 use std::io;
@@ -37,6 +38,8 @@ enum Command {
     Serve(strom_server::ServeArgs),
     #[command(flatten)]
     Client(client::Command),
+    /// Try Strom: a shop's traffic, rules and webhooks on this machine, printed as they fire.
+    Demo(demo::DemoArgs),
     /// Measure a server or the log under load.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -76,6 +79,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(client::run(&api, command))
         }
+        Command::Demo(args) => demo::run(args),
         Command::Bench(bench) => bench::run(bench, &cli.url, cli.token.as_deref()),
     }
 }
