@@ -30,6 +30,29 @@ pub struct KafkaConfig {
     pub sasl: SaslConfig,
     /// TLS for every Kafka connection when set (clients use security.protocol SSL or SASL_SSL).
     pub tls: Option<TlsFiles>,
+    /// What a produce to a topic whose stream has a catalog schema does with records the
+    /// schema refuses: `reject` the partition's whole batch with INVALID_RECORD (nothing of it
+    /// is appended), or `dead-letter` them (the valid records are appended).
+    pub invalid_records: InvalidRecords,
+    /// Per-stream exceptions to `invalid_records`: `{ "orders" = "dead-letter" }`.
+    pub invalid_records_by_stream: std::collections::BTreeMap<String, InvalidRecords>,
+    /// Where dead-lettered records go, with a `strom-dead-letter` header saying why.
+    pub dead_letter_stream: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InvalidRecords {
+    /// As Confluent's broker-side schema validation: the producer gets INVALID_RECORD.
+    #[default]
+    Reject,
+    DeadLetter,
+}
+
+impl KafkaConfig {
+    pub fn invalid_records_for(&self, stream: &str) -> InvalidRecords {
+        self.invalid_records_by_stream.get(stream).copied().unwrap_or(self.invalid_records)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -68,6 +91,9 @@ impl Default for KafkaConfig {
             fetch_inflight_bytes_max: 256 * 1024 * 1024,
             sasl: SaslConfig::default(),
             tls: None,
+            invalid_records: InvalidRecords::Reject,
+            invalid_records_by_stream: std::collections::BTreeMap::new(),
+            dead_letter_stream: "dead-letters".into(),
         }
     }
 }
@@ -116,6 +142,8 @@ impl KafkaConfig {
         if let Some(files) = &self.tls {
             crate::tls::acceptor(files).map_err(|error| format!("kafka.tls: {error}"))?;
         }
+        strom_log::validate_stream_name(&self.dead_letter_stream)
+            .map_err(|error| format!("kafka.dead_letter_stream: {error}"))?;
         if let Some(advertised) = &self.advertised_addr {
             let port_ok =
                 advertised.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());

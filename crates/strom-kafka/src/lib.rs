@@ -26,8 +26,10 @@ mod producers;
 mod sasl;
 mod server;
 mod tls;
+mod validate;
 
 pub use api::decode_only;
-pub use config::{KafkaConfig, SaslConfig, SaslUser, TlsFiles};
+pub use config::{InvalidRecords, KafkaConfig, SaslConfig, SaslUser, TlsFiles};
 pub use frame::{FrameError, RequestFrame, parse_request};
 pub use server::serve;
+pub use validate::{RecordValidator, ValueSchema};

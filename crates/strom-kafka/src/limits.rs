@@ -56,3 +56,7 @@ pub const PRODUCER_TAIL_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a client has to finish its TLS handshake before the connection is closed.
 pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+
+/// Record errors listed in one partition's INVALID_RECORD answer (Produce v8+); the count of
+/// invalid records is in the message.
+pub const RECORD_ERRORS_MAX: usize = 100;

@@ -15,14 +15,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use kafka_protocol::ResponseError;
-use strom_log::{BatchHeader, Durability, EncodedBatch, Partition, PendingAppend};
+use strom_log::{BatchHeader, Partition};
 use tokio::sync::watch;
 
+use crate::api::produce::Pending;
 use crate::errors;
 use crate::limits::{PRODUCER_BATCHES_KEPT, PRODUCER_TAIL_BYTES, PRODUCER_TAIL_OFFSETS, PRODUCERS_PER_PARTITION_MAX};
 
 /// The base offset a batch got, once known: `None` while its append is in flight.
-type Offset = Option<Result<u64, ResponseError>>;
+/// -1 when none of the batch's records went to the partition (all dead-lettered).
+type Offset = Option<Result<i64, ResponseError>>;
 
 struct Cached {
     first: i32,
@@ -45,7 +47,7 @@ pub(crate) struct Producers {
 /// What became of an idempotent batch.
 pub(crate) enum Admitted {
     /// Queued; the sender is told the offset when the append completes.
-    Queued(PendingAppend, watch::Sender<Offset>),
+    Queued(Pending, watch::Sender<Offset>),
     /// A retry of a batch already taken: its offset, now or once its append completes.
     Duplicate(watch::Receiver<Offset>),
     Refused(ResponseError, String),
@@ -77,14 +79,15 @@ impl Producers {
     /// Checks the batch's sequence against the producer's and queues it, as one step: the
     /// lock is held across the (synchronous) queueing, so two copies of a batch arriving on
     /// two connections cannot both be appended.
+    /// `header` is the batch as the producer sent it (its sequences); `submit` queues what is
+    /// stored for it (the batch itself, or its valid records and the dead letters of the rest).
     pub(crate) fn admit(
         &self,
         stream: &str,
         partition: &Partition,
-        batch: EncodedBatch,
-        durability: Durability,
+        header: BatchHeader,
+        submit: impl FnOnce() -> Result<Pending, strom_log::LogError>,
     ) -> Admitted {
-        let header = *batch.header();
         let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         let producers =
             partitions.entry((stream.to_string(), partition.id())).or_insert_with(|| rebuild(stream, partition));
@@ -142,7 +145,7 @@ impl Producers {
                     .insert(header.producer_id, Producer { epoch: header.producer_epoch, batches: VecDeque::new() });
             }
         }
-        let pending = match partition.submit(batch, durability) {
+        let pending = match submit() {
             Ok(pending) => pending,
             Err(error) => return Admitted::Refused(errors::code(&error), error.to_string()),
         };
@@ -196,7 +199,7 @@ fn rebuild(stream: &str, partition: &Partition) -> HashMap<i64, Producer> {
         if producer.batches.len() == PRODUCER_BATCHES_KEPT {
             producer.batches.pop_front();
         }
-        let (_, offset) = watch::channel(Some(Ok(header.base_offset)));
+        let (_, offset) = watch::channel(Some(Ok(header.base_offset as i64)));
         producer.batches.push_back(Cached { first: header.base_sequence, last: header.last_sequence(), offset });
     }
     if !producers.is_empty() {
@@ -215,7 +218,7 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::{Bytes, BytesMut};
-    use strom_log::{Log, LogConfig, RecordIn, StreamConfig};
+    use strom_log::{Durability, EncodedBatch, Log, LogConfig, RecordIn, StreamConfig};
 
     use super::*;
 
@@ -232,10 +235,10 @@ mod tests {
         EncodedBatch::from_client(bytes).unwrap()
     }
 
-    async fn offset_of(admitted: Admitted) -> Result<u64, ResponseError> {
+    async fn offset_of(admitted: Admitted) -> Result<i64, ResponseError> {
         match admitted {
             Admitted::Queued(pending, sender) => {
-                let offset = pending.await.map(|a| a.base_offset).map_err(|e| errors::code(&e));
+                let offset = pending.await.map_err(|e| errors::code(&e));
                 let _ = sender.send(Some(offset));
                 offset
             }
@@ -256,7 +259,12 @@ mod tests {
         let stream = log.stream("s").unwrap();
         let partition = stream.partition(0).unwrap();
         let producers = Producers::new();
-        let admit = |producers: &Producers, b| producers.admit("s", partition, b, Durability::Sync);
+        let admit = |producers: &Producers, b: EncodedBatch| {
+            let header = *b.header();
+            producers.admit("s", partition, header, || {
+                partition.submit(b, Durability::Sync).map(crate::api::produce::pending)
+            })
+        };
 
         assert_eq!(offset_of(admit(&producers, batch(7, 0, 0, 2))).await, Ok(0));
         assert_eq!(offset_of(admit(&producers, batch(7, 0, 2, 3))).await, Ok(2));
@@ -280,7 +288,12 @@ mod tests {
         let stream = log.stream("s").unwrap();
         let partition = stream.partition(0).unwrap();
         let producers = Producers::new();
-        let admit = |producers: &Producers, b| producers.admit("s", partition, b, Durability::Sync);
+        let admit = |producers: &Producers, b: EncodedBatch| {
+            let header = *b.header();
+            producers.admit("s", partition, header, || {
+                partition.submit(b, Durability::Sync).map(crate::api::produce::pending)
+            })
+        };
         assert_eq!(offset_of(admit(&producers, batch(7, 1, 0, 1))).await, Ok(5), "a retry after the restart");
         assert_eq!(offset_of(admit(&producers, batch(8, 0, 0, 1))).await, Ok(6));
         assert_eq!(offset_of(admit(&producers, batch(7, 1, 2, 1))).await, Err(ResponseError::OutOfOrderSequenceNumber));

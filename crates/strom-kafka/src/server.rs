@@ -33,6 +33,8 @@ pub(crate) struct Broker {
     pub groups: Coordinator,
     /// Idempotent producers' sequences per partition.
     pub producers: Producers,
+    /// Catalog enforcement on produce (none: batches are stored as sent).
+    pub validator: Option<Arc<dyn crate::RecordValidator>>,
     /// SASL users and mechanisms (none: no authentication).
     pub sasl: Authenticator,
 }
@@ -44,6 +46,7 @@ pub async fn serve(
     log: Arc<Log>,
     config: KafkaConfig,
     stream_defaults: StreamConfig,
+    validator: Option<Arc<dyn crate::RecordValidator>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(config.connections_max));
@@ -55,6 +58,16 @@ pub async fn serve(
             return;
         }
     };
+    let dead_lettering = config.invalid_records == crate::InvalidRecords::DeadLetter
+        || config.invalid_records_by_stream.values().any(|mode| *mode == crate::InvalidRecords::DeadLetter);
+    if dead_lettering {
+        match log.create_stream(&config.dead_letter_stream, stream_defaults.clone()).await {
+            Ok(_) | Err(strom_log::LogError::StreamExists(_)) => {}
+            Err(error) => {
+                tracing::error!(%error, stream = %config.dead_letter_stream, "cannot create the dead-letter stream; invalid records will be refused")
+            }
+        }
+    }
     let sasl = Authenticator::new(&config.sasl);
     let broker = Arc::new(Broker {
         log,
@@ -65,6 +78,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         groups: Coordinator::new(),
         producers: Producers::new(),
+        validator,
         sasl,
     });
     // Sessions and rebalance deadlines are checked on a timer.

@@ -78,3 +78,46 @@ fn log_report(report: &ReloadReport, forced: bool) {
     metrics::counter!("strom_catalog_reloads_total").increment(1);
     metrics::counter!("strom_catalog_files_refused_total").increment(report.refused.len() as u64);
 }
+
+/// Catalog enforcement for the Kafka listener: a topic whose stream has a raw event type
+/// (a catalog file with `"kind": "raw"`, or a Schema Registry subject `<topic>-value`) takes
+/// only record values its schema accepts.
+pub(crate) struct KafkaValidator(pub Arc<Catalog>);
+
+struct RawSchema(Arc<strom_catalog::EventType>);
+
+impl strom_kafka::RecordValidator for KafkaValidator {
+    fn schema(&self, stream: &str) -> Option<Arc<dyn strom_kafka::ValueSchema>> {
+        let snapshot = self.0.snapshot();
+        let event_type = snapshot.raw_for_stream(stream)?;
+        Some(Arc::new(RawSchema(event_type.clone())))
+    }
+}
+
+/// The Confluent wire format's header: magic byte 0 and a 4-byte schema id, which Schema
+/// Registry serializers put before the JSON.
+const CONFLUENT_HEADER_BYTES: usize = 5;
+
+impl strom_kafka::ValueSchema for RawSchema {
+    fn check(&self, value: Option<&[u8]>) -> Result<(), String> {
+        let Some(mut bytes) = value else { return Err("the record has no value".into()) };
+        if bytes.len() >= CONFLUENT_HEADER_BYTES && bytes[0] == 0 {
+            bytes = &bytes[CONFLUENT_HEADER_BYTES..];
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|error| format!("the value is not JSON: {error}"))?;
+        self.0.validate(&json).map_err(|violations| {
+            violations
+                .iter()
+                .map(|v| {
+                    format!("{} {}: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.keyword, v.message)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{} version {} (schema id {})", self.0.name, self.0.version, self.0.schema_id)
+    }
+}

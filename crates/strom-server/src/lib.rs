@@ -128,7 +128,16 @@ pub async fn run_with_kafka(
             tracing::info!(%addr, "Kafka listener listening");
             println!("listening kafka://{addr}");
             let (log, config, defaults) = (log.clone(), config.kafka.clone(), config.streams.stream_config());
-            Some(tokio::spawn(strom_kafka::serve(kafka, log, config, defaults, state.shutdown.clone())))
+            let validator: Arc<dyn strom_kafka::RecordValidator> =
+                Arc::new(catalog::KafkaValidator(state.catalog.clone()));
+            Some(tokio::spawn(strom_kafka::serve(
+                kafka,
+                log,
+                config,
+                defaults,
+                Some(validator),
+                state.shutdown.clone(),
+            )))
         }
         None => None,
     };

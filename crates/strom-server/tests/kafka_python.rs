@@ -73,3 +73,67 @@ async fn kafka_python_administers_produces_and_consumes_in_a_group() {
     let output = python("kafka_python_client.py", &[server.kafka_addr.to_string()], TIMEOUT).await;
     assert!(output.trim_end().ends_with("ok"), "{output}");
 }
+
+async fn enforce(mode: strom_kafka::InvalidRecords) -> (TestServer, serde_json::Value, serde_json::Value) {
+    let server = TestServer::start_with(|config| config.kafka.invalid_records = mode).await;
+    server.create_stream("orders", 2).await;
+    let mode_name = match mode {
+        strom_kafka::InvalidRecords::Reject => "reject",
+        strom_kafka::InvalidRecords::DeadLetter => "dead-letter",
+    };
+    let args = [
+        server.kafka_addr.to_string(),
+        format!("{}/schema-registry", server.url),
+        "orders".to_string(),
+        mode_name.to_string(),
+    ];
+    let output = python("catalog_enforcement.py", &args, TIMEOUT).await;
+    assert!(output.trim_end().ends_with("ok"), "{output}");
+    let (_, orders) = server.get("/v1/streams/orders").await;
+    let (_, dead) = server.get("/v1/streams/dead-letters/partitions/0/events?offset=0&max_records=100").await;
+    (server, orders, dead)
+}
+
+fn records(stream: &serde_json::Value) -> u64 {
+    stream["partitions"].as_array().unwrap().iter().map(|p| p["log_end_offset"].as_u64().unwrap()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_topic_schema_refuses_are_rejected_with_invalid_record() {
+    if !confluent_kafka() {
+        return;
+    }
+    let (_server, orders, dead) = enforce(strom_kafka::InvalidRecords::Reject).await;
+    // The 20 serialized records; nothing of the mixed batch.
+    assert_eq!(records(&orders), 20, "{orders}");
+    assert_eq!(dead["error"]["code"], "stream_not_found", "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_topic_schema_refuses_are_dead_lettered_with_their_reason() {
+    if !confluent_kafka() {
+        return;
+    }
+    let (server, orders, dead) = enforce(strom_kafka::InvalidRecords::DeadLetter).await;
+    assert_eq!(records(&orders), 23, "20 serialized and the 3 valid of the mixed batch: {orders}");
+    let letters = dead["events"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{dead}");
+    for letter in letters {
+        let reason: serde_json::Value =
+            serde_json::from_str(letter["headers"]["strom-dead-letter"].as_str().unwrap()).unwrap();
+        assert_eq!(reason["reason"], "invalid_schema");
+        assert_eq!(reason["source"], "kafka");
+        assert_eq!(reason["stream"], "orders");
+        assert!(reason["schema"].as_str().unwrap().starts_with("orders-value version 1"), "{reason}");
+    }
+    // The valid ones keep their order in partition 0, after whatever the serializer put there.
+    let (_, part) = server.get("/v1/streams/orders/partitions/0/events?offset=0&max_records=100").await;
+    let ids: Vec<String> = part["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["value"]["order_id"].as_str().map(String::from))
+        .filter(|id| id.len() == 1)
+        .collect();
+    assert_eq!(ids, ["a", "c", "e"]);
+}

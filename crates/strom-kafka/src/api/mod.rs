@@ -6,7 +6,7 @@ mod fetch;
 mod groups;
 pub(crate) mod metadata;
 mod offsets;
-mod produce;
+pub(crate) mod produce;
 mod sasl;
 mod versions;
 

@@ -9,16 +9,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use strom_log::{BatchHeader, Durability, EncodedBatch, LogError, PendingAppend};
+use strom_log::{BatchHeader, Durability, EncodedBatch, LogError, PendingAppend, RecordIn, RecordOut};
 use tokio::sync::watch;
 
+use crate::config::InvalidRecords;
 use crate::errors;
+use crate::limits::RECORD_ERRORS_MAX;
 use crate::producers::Admitted;
 use crate::server::Broker;
 
@@ -28,18 +32,31 @@ pub(super) enum Answer {
     Silent(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
+/// What was queued for one partition's batch: its base offset once durable as asked, or -1
+/// when all of its records went to the dead-letter stream.
+pub(crate) type Pending = Pin<Box<dyn Future<Output = Result<i64, LogError>> + Send>>;
+
+pub(crate) fn pending(append: PendingAppend) -> Pending {
+    Box::pin(async move { append.await.map(|appended| appended.base_offset as i64) })
+}
+
+/// The header of dead-lettered records: why, as JSON (the collector's header too).
+pub const DEAD_LETTER_HEADER: &str = "strom-dead-letter";
+
 /// One partition's outcome: refused at once, or queued and awaiting the log.
 enum Outcome {
     Refused(ResponseError, String),
-    Queued(PendingAppend),
+    /// Refused because records do not match the stream's schema: which ones and why.
+    Invalid(String, Vec<(i32, String)>),
+    Queued(Pending),
     /// An idempotent producer's batch: the offset is also told to its retries.
     QueuedIdempotent {
-        pending: PendingAppend,
-        offset: watch::Sender<Option<Result<u64, ResponseError>>>,
+        pending: Pending,
+        offset: watch::Sender<Option<Result<i64, ResponseError>>>,
         retry_key: RetryKey,
     },
     /// A retry of a batch already taken.
-    Duplicate(watch::Receiver<Option<Result<u64, ResponseError>>>),
+    Duplicate(watch::Receiver<Option<Result<i64, ResponseError>>>),
 }
 
 /// What identifies an idempotent batch to forget when its append fails.
@@ -89,17 +106,31 @@ pub(super) fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16
                 out.index = index;
                 let result = match outcome {
                     Outcome::Refused(code, message) => Err((code, message)),
+                    Outcome::Invalid(message, records) => {
+                        if version >= 8 {
+                            out.record_errors = records
+                                .into_iter()
+                                .map(|(index, why)| {
+                                    let mut error = BatchIndexAndErrorMessage::default();
+                                    error.batch_index = index;
+                                    error.batch_index_error_message = Some(StrBytes::from_string(why));
+                                    error
+                                })
+                                .collect();
+                        }
+                        Err((ResponseError::InvalidRecord, message))
+                    }
                     Outcome::Queued(pending) => {
-                        pending.await.map(|a| a.base_offset).map_err(|error| (errors::code(&error), error.to_string()))
+                        pending.await.map_err(|error| (errors::code(&error), error.to_string()))
                     }
                     Outcome::QueuedIdempotent { pending, offset, retry_key } => {
                         let result = pending.await;
-                        let _ = offset.send(Some(result.as_ref().map(|a| a.base_offset).map_err(errors::code)));
+                        let _ = offset.send(Some(result.as_ref().map(|o| *o).map_err(errors::code)));
                         if result.is_err() {
                             let RetryKey { stream, partition, producer_id, first_sequence } = retry_key;
                             broker.producers.failed(&stream, partition, producer_id, first_sequence);
                         }
-                        result.map(|a| a.base_offset).map_err(|error| (errors::code(&error), error.to_string()))
+                        result.map_err(|error| (errors::code(&error), error.to_string()))
                     }
                     Outcome::Duplicate(mut offset) => match offset.wait_for(Option::is_some).await.map(|o| *o) {
                         Ok(Some(Ok(base_offset))) => Ok(base_offset),
@@ -109,7 +140,7 @@ pub(super) fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16
                     },
                 };
                 match result {
-                    Ok(base_offset) => out.base_offset = base_offset as i64,
+                    Ok(base_offset) => out.base_offset = base_offset,
                     Err((code, message)) => {
                         tracing::debug!(index, %message, "produce refused");
                         out.error_code = code.code();
@@ -179,8 +210,37 @@ fn append(
         Err(LogError::InvalidBatch(why)) => return Outcome::Refused(ResponseError::CorruptMessage, why),
         Err(error) => return Outcome::Refused(errors::code(&error), error.to_string()),
     };
+    // Catalog enforcement: only streams with a schema have their batches decoded.
+    let stored = match broker.validator.as_ref().and_then(|validator| validator.schema(&stream.name)) {
+        None => Stored::AsSent(batch),
+        Some(schema) => match check(broker, stream, partition.id(), &records, schema.as_ref()) {
+            Checked::Valid => Stored::AsSent(batch),
+            Checked::Refused(outcome) => return outcome,
+            Checked::Split { valid, dead, dead_stream, dead_partition } => {
+                Stored::Split { valid, dead, dead_stream, dead_partition }
+            }
+        },
+    };
+    let submit = move || -> Result<Pending, LogError> {
+        match stored {
+            Stored::AsSent(batch) => partition.submit(batch, durability).map(pending),
+            Stored::Split { valid, dead, dead_stream, dead_partition } => {
+                // Dead letters first: a failure after them leaves extra dead letters on a
+                // retry (at least once), never a valid record without its invalid siblings'.
+                let dead = dead_stream.partition(dead_partition)?.submit(dead, durability)?;
+                let valid = valid.map(|batch| partition.submit(batch, durability)).transpose()?;
+                Ok(Box::pin(async move {
+                    dead.await?;
+                    match valid {
+                        Some(valid) => valid.await.map(|appended| appended.base_offset as i64),
+                        None => Ok(-1),
+                    }
+                }))
+            }
+        }
+    };
     if header.producer_id >= 0 {
-        return match broker.producers.admit(&stream.name, partition, batch, durability) {
+        return match broker.producers.admit(&stream.name, partition, header, submit) {
             Admitted::Queued(pending, offset) => Outcome::QueuedIdempotent {
                 pending,
                 offset,
@@ -195,9 +255,112 @@ fn append(
             Admitted::Refused(code, why) => Outcome::Refused(code, why),
         };
     }
-    match partition.submit(batch, durability) {
+    match submit() {
         Ok(pending) => Outcome::Queued(pending),
         Err(error) => Outcome::Refused(errors::code(&error), error.to_string()),
+    }
+}
+
+/// What is appended for a partition's batch.
+enum Stored {
+    /// The batch as the producer built it.
+    AsSent(EncodedBatch),
+    /// Its valid records (re-encoded, none left: nothing) and the dead letters of the others.
+    Split { valid: Option<EncodedBatch>, dead: EncodedBatch, dead_stream: Arc<strom_log::Stream>, dead_partition: u32 },
+}
+
+enum Checked {
+    Valid,
+    Refused(Outcome),
+    Split { valid: Option<EncodedBatch>, dead: EncodedBatch, dead_stream: Arc<strom_log::Stream>, dead_partition: u32 },
+}
+
+/// Checks every record value of a batch against the stream's schema.
+fn check(
+    broker: &Broker,
+    stream: &strom_log::Stream,
+    partition: u32,
+    records: &Bytes,
+    schema: &dyn crate::ValueSchema,
+) -> Checked {
+    let decoded = match strom_log::decode_records(records.clone()) {
+        Ok(decoded) => decoded,
+        Err(why) => return Checked::Refused(Outcome::Refused(ResponseError::CorruptMessage, why)),
+    };
+    let verdicts: Vec<Result<(), String>> =
+        decoded.iter().map(|record| schema.check(record.value.as_deref())).collect();
+    let invalid = verdicts.iter().filter(|verdict| verdict.is_err()).count();
+    if invalid == 0 {
+        return Checked::Valid;
+    }
+    let mode = broker.config.invalid_records_for(&stream.name);
+    let label = match mode {
+        InvalidRecords::Reject => "rejected",
+        InvalidRecords::DeadLetter => "dead_lettered",
+    };
+    metrics::counter!("strom_kafka_invalid_records_total", "stream" => stream.name.clone(), "outcome" => label)
+        .increment(invalid as u64);
+    let described = schema.describe();
+    if mode == InvalidRecords::Reject {
+        let errors: Vec<(i32, String)> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, verdict)| verdict.as_ref().err().map(|why| (index as i32, why.clone())))
+            .take(RECORD_ERRORS_MAX)
+            .collect();
+        let first = errors.first().map_or(String::new(), |(index, why)| format!("; record {index}: {why}"));
+        let message = format!("{invalid} of {} records do not match {described}{first}", decoded.len());
+        return Checked::Refused(Outcome::Invalid(message, errors));
+    }
+    let dead_stream = match broker.log.stream(&broker.config.dead_letter_stream) {
+        Ok(dead_stream) => dead_stream,
+        Err(error) => {
+            return Checked::Refused(Outcome::Refused(errors::code(&error), format!("dead-letter stream: {error}")));
+        }
+    };
+    // One dead-letter partition per source partition keeps each one's order.
+    let dead_partition_id = partition % dead_stream.partitions().len() as u32;
+    let mut valid = Vec::new();
+    let mut dead = Vec::new();
+    for (record, verdict) in decoded.into_iter().zip(verdicts) {
+        let mut record_in = record_in(record);
+        match verdict {
+            Ok(()) => valid.push(record_in),
+            Err(why) => {
+                let reason = serde_json::json!({
+                    "reason": "invalid_schema",
+                    "source": "kafka",
+                    "stream": stream.name,
+                    "partition": partition,
+                    "schema": described,
+                    "violations": why,
+                });
+                record_in.headers.push((DEAD_LETTER_HEADER.to_string(), Bytes::from(reason.to_string())));
+                dead.push(record_in);
+            }
+        }
+    }
+    let encode = |records: &[RecordIn]| EncodedBatch::encode(records);
+    let valid = match valid.is_empty() {
+        true => None,
+        false => match encode(&valid) {
+            Ok(batch) => Some(batch),
+            Err(error) => return Checked::Refused(Outcome::Refused(errors::code(&error), error.to_string())),
+        },
+    };
+    match encode(&dead) {
+        Ok(dead) => Checked::Split { valid, dead, dead_stream, dead_partition: dead_partition_id },
+        Err(error) => Checked::Refused(Outcome::Refused(errors::code(&error), error.to_string())),
+    }
+}
+
+fn record_in(record: RecordOut) -> RecordIn {
+    RecordIn {
+        key: record.key,
+        value: record.value,
+        timestamp_ms: record.timestamp_ms,
+        // A header with a null value is kept with an empty one.
+        headers: record.headers.into_iter().map(|(key, value)| (key, value.unwrap_or_default())).collect(),
     }
 }
 
