@@ -193,7 +193,6 @@ struct PartitionClock {
 
 /// The engine-wide part of the state, persisted at every commit.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[allow(dead_code)] // Used by the runtime (next commit).
 pub(crate) struct Meta {
     watermark_ms: i64,
     partitions: Vec<(String, u32, PartitionClock)>,
@@ -201,7 +200,6 @@ pub(crate) struct Meta {
 
 /// Keys whose state changed since the last `take_changes`, with their new state (`None`:
 /// deleted).
-#[allow(dead_code)]
 pub(crate) type Changes = Vec<(Arc<str>, Option<Vec<u8>>)>;
 
 pub struct Engine {
@@ -1201,7 +1199,6 @@ impl Engine {
     // ---- state persistence ----
 
     /// The keys changed since the last call, serialized, and the engine-wide state.
-    #[allow(dead_code)]
     pub(crate) fn take_changes(&mut self) -> (Changes, Vec<u8>) {
         let mut changes: Changes = self
             .dirty
@@ -1216,7 +1213,6 @@ impl Engine {
         (changes, self.meta())
     }
 
-    #[allow(dead_code)]
     fn meta(&self) -> Vec<u8> {
         let meta = Meta {
             watermark_ms: self.watermark_ms,
@@ -1227,7 +1223,6 @@ impl Engine {
 
     /// Restores committed state: the engine-wide part and every key's. A key whose state
     /// does not decode is an error (the store is damaged or from another version).
-    #[allow(dead_code)]
     pub(crate) fn restore(
         &mut self,
         meta: Option<&[u8]>,

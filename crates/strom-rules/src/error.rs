@@ -55,7 +55,6 @@ pub enum RulesError {
     Closed,
 }
 
-#[allow(dead_code)]
 pub(crate) fn store_error(error: impl fmt::Display) -> RulesError {
     RulesError::Store(error.to_string())
 }

@@ -23,6 +23,8 @@ mod expr;
 mod ids;
 mod node;
 mod rule;
+mod runtime;
+mod store;
 
 pub use aggregate::COUNT_DISTINCT_MAX;
 pub use duration::parse_duration_ms;
@@ -37,4 +39,9 @@ pub use node::Format;
 pub use rule::{
     Action, Aggregate, AggregateFunction, AnomalySpec, Detector, Emit, KeySpec, Kind, PatternSpec, PatternStart, Rule,
     RuleLimits, Step, WindowSpec, WindowType, validate_rule_name,
+};
+pub use runtime::{
+    BACKTEST_EVENTS_MAX, BACKTEST_OUTPUTS_MAX, BacktestReport, BacktestRequest, BacktestRule, CrashPoint, ID_HEADER,
+    OUTPUT_BATCH_RECORDS_MAX, Position, READ_BYTES_MAX, READ_RECORDS_MAX, RECOVERY_SCAN_RECORDS_MAX, RULE_FILES_MAX,
+    RULE_HEADER, RULES_MAX, ReloadReport, RuleStatus, Rules, RulesConfig, RunState, StartFrom,
 };
