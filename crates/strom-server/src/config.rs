@@ -52,6 +52,8 @@ pub struct Config {
     /// `[[sources]]`: who may send tracked events, with which write keys.
     pub sources: Vec<SourceConfig>,
     pub auth: AuthConfig,
+    /// `[rules]`: the rules engine (docs/RULES.md).
+    pub rules: RulesSettings,
     /// `[webhooks]`: destinations of rule actions (its keys are `strom_webhooks::WebhooksConfig`'s).
     pub webhooks: strom_webhooks::WebhooksConfig,
 }
@@ -127,6 +129,82 @@ impl CatalogSettings {
             default_compatibility: self.compatibility,
             pii_secret: self.pii_secret.as_ref().map(|secret| secret.0.as_bytes().to_vec()),
         }
+    }
+}
+
+/// `[rules]`: where rule files are, and the runtime's time and state settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSettings {
+    /// Whether rules run at all.
+    pub enabled: bool,
+    /// Rule files (`<name>.yaml`, `.yml`, `.toml`), relative to the working directory;
+    /// created when missing.
+    pub dir: PathBuf,
+    /// Rule state, input offsets and output ends; relative paths are under `data_dir`.
+    pub state_path: PathBuf,
+    pub out_of_orderness_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub commit_interval_ms: u64,
+    pub reload_interval_ms: u64,
+    pub keys_max: usize,
+    pub matches_per_key_max: usize,
+    pub start_from: strom_rules::StartFrom,
+    pub output_partitions: u32,
+}
+
+impl Default for RulesSettings {
+    fn default() -> RulesSettings {
+        let engine = strom_rules::RulesConfig::new("rules", "rules/state.redb");
+        RulesSettings {
+            enabled: true,
+            dir: PathBuf::from("rules"),
+            state_path: PathBuf::from("rules/state.redb"),
+            out_of_orderness_ms: engine.out_of_orderness_ms as u64,
+            idle_timeout_ms: engine.idle_timeout_ms as u64,
+            commit_interval_ms: engine.commit_interval_ms,
+            reload_interval_ms: engine.reload_interval_ms,
+            keys_max: engine.keys_max,
+            matches_per_key_max: engine.matches_per_key_max,
+            start_from: engine.start_from,
+            output_partitions: engine.output_partitions,
+        }
+    }
+}
+
+impl RulesSettings {
+    /// The runtime's configuration; rules may name the `[webhooks]` destinations.
+    pub fn rules_config(&self, data_dir: &Path, destinations: Vec<String>) -> strom_rules::RulesConfig {
+        let mut config = strom_rules::RulesConfig::new(&self.dir, data_dir.join(&self.state_path));
+        config.destinations = destinations.into_iter().collect();
+        config.out_of_orderness_ms = self.out_of_orderness_ms as i64;
+        config.idle_timeout_ms = self.idle_timeout_ms as i64;
+        config.commit_interval_ms = self.commit_interval_ms;
+        config.reload_interval_ms = self.reload_interval_ms;
+        config.keys_max = self.keys_max;
+        config.matches_per_key_max = self.matches_per_key_max;
+        config.start_from = self.start_from;
+        config.output_partitions = self.output_partitions;
+        config
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let within = |name: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) { Ok(()) } else { Err(format!("rules.{name} must be {min} to {max}")) }
+        };
+        within("out_of_orderness_ms", self.out_of_orderness_ms, 0, 24 * 3_600_000)?;
+        within("idle_timeout_ms", self.idle_timeout_ms, 1, 24 * 3_600_000)?;
+        within("commit_interval_ms", self.commit_interval_ms, 1, 3_600_000)?;
+        within("reload_interval_ms", self.reload_interval_ms, 0, 3_600_000)?;
+        within("keys_max", self.keys_max as u64, 1, 100_000_000)?;
+        within("matches_per_key_max", self.matches_per_key_max as u64, 1, 100_000)?;
+        within(
+            "output_partitions",
+            u64::from(self.output_partitions),
+            1,
+            u64::from(strom_log::limits::PARTITIONS_PER_STREAM_MAX),
+        )?;
+        Ok(())
     }
 }
 
@@ -211,6 +289,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             kafka: strom_kafka::KafkaConfig::default(),
             webhooks: strom_webhooks::WebhooksConfig::default(),
+            rules: RulesSettings::default(),
         }
     }
 }
@@ -409,6 +488,7 @@ impl Config {
             }
         }
         self.webhooks.validate()?;
+        self.rules.validate()?;
         for digest in &self.auth.admin_tokens_sha256 {
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("auth.admin_tokens_sha256: {digest:?} is not a hex SHA-256 digest"));

@@ -6,6 +6,7 @@ mod catalog;
 mod collector;
 pub mod config;
 mod error;
+mod rules;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub enum ServerError {
     Catalog(#[from] strom_catalog::CatalogError),
     #[error("{0}")]
     Webhooks(#[from] strom_webhooks::WebhooksError),
+    #[error("rules: {0}")]
+    Rules(#[from] strom_rules::RulesError),
     #[error("collector: {0}")]
     Collector(String),
     #[error("{0}")]
@@ -104,6 +107,10 @@ pub async fn run_with_kafka(
         &config.data_dir,
     )
     .await?;
+    let rules = rules::start(&config, &log, webhooks.destination_names())?;
+    if let Some(rules) = &rules {
+        tokio::spawn(rules::reload_on_hangup(rules.clone(), stopping_receiver.clone()));
+    }
     let state = Arc::new(api::AppState {
         log: log.clone(),
         catalog,
@@ -118,6 +125,7 @@ pub async fn run_with_kafka(
         sources: collector.sources.clone(),
         admin_tokens: collector.admin_tokens.clone(),
         webhooks: webhooks.clone(),
+        rules: rules.clone(),
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
@@ -169,6 +177,11 @@ pub async fn run_with_kafka(
             tracing::warn!("Kafka connections did not finish in time; stopping anyway");
             abort.abort();
         }
+    }
+    // Rules first: their last commit may append delivery requests the webhooks then see
+    // after the restart.
+    if let Some(rules) = &rules {
+        rules.close().await;
     }
     webhooks.close().await;
     collector.close(&log).await;

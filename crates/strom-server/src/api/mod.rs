@@ -5,6 +5,7 @@ mod collect;
 mod groups;
 pub(crate) mod produce;
 mod read;
+mod rules;
 mod sources;
 mod streams;
 mod webhooks;
@@ -46,6 +47,8 @@ pub(crate) struct AppState {
     /// SHA-256 digests of the admin tokens; empty leaves the admin API open.
     pub admin_tokens: std::collections::HashSet<[u8; 32]>,
     pub webhooks: Arc<strom_webhooks::Webhooks>,
+    /// None when `rules.enabled` is false.
+    pub rules: Option<Arc<strom_rules::Rules>>,
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -74,6 +77,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/streams/{stream}/events", get(groups::read))
         .route("/v1/groups/{group}/offsets", get(groups::offsets).post(groups::commit))
         .route("/v1/groups/{group}/offsets/reset", post(groups::reset))
+        .route("/v1/rules", get(rules::list))
+        .route("/v1/rules/reload", post(rules::reload))
+        .route("/v1/rules/backtest", post(rules::backtest))
+        .route("/v1/rules/{name}", get(rules::get).put(rules::put).delete(rules::delete))
+        .route("/v1/rules/{name}/pause", post(rules::pause))
+        .route("/v1/rules/{name}/resume", post(rules::resume))
         .route("/v1/webhooks/destinations", get(webhooks::list))
         .route("/v1/webhooks/destinations/{name}", get(webhooks::get))
         .route("/v1/webhooks/destinations/{name}/enable", post(webhooks::enable))

@@ -32,6 +32,8 @@ impl TestServer {
 
     pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config { data_dir: PathBuf::from(dir.path()), ..Config::default() };
+        // Not the crate's directory (the working directory of tests).
+        config.rules.dir = dir.path().join("rules");
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

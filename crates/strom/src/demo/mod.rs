@@ -47,7 +47,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8425", value_name = "HOST:PORT")]
     pub http_addr: SocketAddr,
     /// Concurrent shop visits (about 0.3 events per second each).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     pub sessions: usize,
     /// Distinct users the visits are drawn from.
     #[arg(long, default_value_t = 5000)]
@@ -125,7 +125,7 @@ async fn demo(args: DemoArgs, dir: &Path) -> Result<()> {
     );
 
     let sent = Arc::new(AtomicU64::new(0));
-    let generator = tokio::spawn(generate(
+    let mut generator = tokio::spawn(generate(
         client.clone(),
         url.clone(),
         args.seed,
@@ -149,8 +149,9 @@ async fn demo(args: DemoArgs, dir: &Path) -> Result<()> {
     };
     tokio::select! {
         _ = until => {}
-        result = generator => { result.context("the traffic generator")??; }
+        result = &mut generator => { result.context("the traffic generator")??; }
     }
+    generator.abort();
     status.abort();
     println!(
         "\nstopping: {} events sent, {} webhooks received",
@@ -248,7 +249,7 @@ async fn generate(
         let now = now_ms();
         let elapsed_s = ((now - started) / 1000) as u64;
         let outage = outage_at > 0 && (outage_at..outage_at + 60).contains(&elapsed_s);
-        shop.checkout_probability = if outage { 0.03 } else { 0.6 };
+        shop.checkout_probability = if outage { 0.03 } else { 0.7 };
         if outage != outage_said {
             outage_said = outage;
             println!(

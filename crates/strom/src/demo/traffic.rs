@@ -63,7 +63,7 @@ impl Shop {
             rng: fastrand::Rng::with_seed(seed),
             sessions: Vec::with_capacity(sessions),
             due: BinaryHeap::new(),
-            checkout_probability: 0.6,
+            checkout_probability: 0.7,
             carts: 0,
             visitors: 0,
             users: users.max(1),
