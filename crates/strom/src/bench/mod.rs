@@ -1,6 +1,7 @@
 //! `strom bench`: load generators that measure Strom.
 
 mod http;
+mod webhook;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -10,6 +11,9 @@ use reqwest::Url;
 pub enum Bench {
     /// Load a running server with produce requests over HTTP and report throughput and latency.
     Http(http::HttpBenchArgs),
+    /// End to end: events over HTTP at a steady rate, each firing a rule's webhook back to
+    /// this bench; reports the latency from send to webhook.
+    Webhook(webhook::WebhookBenchArgs),
 }
 
 /// Runs a benchmark; `url` is the global `--url`, the server the HTTP bench loads, `token`
@@ -17,5 +21,6 @@ pub enum Bench {
 pub fn run(bench: Bench, url: &Url, token: Option<&str>) -> Result<()> {
     match bench {
         Bench::Http(args) => http::run(args, url, token),
+        Bench::Webhook(args) => webhook::run(args, url),
     }
 }
