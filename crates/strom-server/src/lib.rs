@@ -225,7 +225,8 @@ fn raise_open_files_limit() {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Logging to stderr as `[logging]` says (`strom serve` and `strom demo`); once per process.
+pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level).unwrap_or_else(|error| {
         eprintln!("bad log filter {:?} ({error}); using info", config.logging.level);
         tracing_subscriber::EnvFilter::new("info")
