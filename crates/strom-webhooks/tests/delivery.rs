@@ -436,3 +436,30 @@ fn configuration_errors_name_the_key() {
     .unwrap_err();
     assert!(unknown.to_string().contains("secrett"), "{unknown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_in_a_row_open_the_circuit_and_a_probe_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, addr) = Receiver::start(|_, _| Reply::Status(500)).await;
+    let log = open(dir.path()).await;
+    let mut flaky = destination("flaky", addr);
+    flaky.concurrency = 1;
+    flaky.circuit_failures = 3;
+    flaky.circuit_open_ms = 1500;
+    flaky.retry_initial_ms = 10;
+    flaky.retry_max_ms = 20;
+    let webhooks = start(&log, dir.path(), config(vec![flaky])).await;
+    enqueue(&log, "flaky", ids("f", 3)).await;
+    eventually("the circuit opens", || webhooks.destination("flaky").unwrap().circuit == "open").await;
+    // While it is open nothing is attempted: three failures, then silence.
+    let attempts = receiver.received.lock().unwrap().len();
+    assert_eq!(attempts, 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received.lock().unwrap().len(), 3, "an attempt while the circuit was open");
+    // The receiver recovers; the probe after the open period succeeds and closes the circuit.
+    receiver.set_script(|_, _| Reply::Ok);
+    eventually("all three are delivered", || receiver.delivered_ids() == ids("f", 3)).await;
+    assert_eq!(webhooks.destination("flaky").unwrap().circuit, "closed");
+    webhooks.close().await;
+    log.close().await;
+}
