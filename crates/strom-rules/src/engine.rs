@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::aggregate::Accumulator;
-use crate::expr::{Paths, cel_string, to_cel, to_cel_pruned};
+use crate::expr::{EvalError, Expr, Paths};
 use crate::ids::{format_time_ms, id, parse_time_ms};
 use crate::rule::{AnomalySpec, Detector, KeySpec, Kind, PatternSpec, PatternStart, Rule, WindowSpec, WindowType};
 
@@ -167,8 +167,9 @@ pub(crate) struct KeyState {
     partials: Vec<Partial>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     windows: Vec<OpenWindow>,
+    /// Boxed: most rules are not anomaly rules, and a key's state should stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    anomaly: Option<AnomalyState>,
+    anomaly: Option<Box<AnomalyState>>,
 }
 
 impl KeyState {
@@ -200,14 +201,15 @@ pub(crate) struct Meta {
 
 /// Keys whose state changed since the last `take_changes`, with their new state (`None`:
 /// deleted).
-pub(crate) type Changes = Vec<(Arc<str>, Option<Vec<u8>>)>;
+pub type Changes = Vec<(Arc<str>, Option<Vec<u8>>)>;
 
 pub struct Engine {
     rule: Arc<Rule>,
     config: EngineConfig,
     out_of_orderness_ms: i64,
     /// What expressions evaluated per event read of it.
-    event_paths: Paths,
+    /// What the rule reads of an input event: the runtime parses only that.
+    input_paths: Paths,
     partitions: BTreeMap<(String, u32), PartitionClock>,
     watermark_ms: i64,
     keys: HashMap<Arc<str>, KeyState>,
@@ -224,7 +226,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(rule: Arc<Rule>, config: EngineConfig) -> Engine {
         let out_of_orderness_ms = rule.out_of_orderness_ms.unwrap_or(config.out_of_orderness_ms);
-        let event_paths = event_paths(&rule);
+        let input_paths = input_paths(&rule);
         let mut config = config;
         if let Some(keys_max) = rule.limits.keys_max {
             config.keys_max = keys_max;
@@ -236,7 +238,7 @@ impl Engine {
             rule,
             config,
             out_of_orderness_ms,
-            event_paths,
+            input_paths,
             partitions: BTreeMap::new(),
             watermark_ms: i64::MIN,
             keys: HashMap::new(),
@@ -247,6 +249,12 @@ impl Engine {
             counters: Counters::default(),
             last_error: None,
         }
+    }
+
+    /// The parts of an input event the rule reads: give `process` at least these (the
+    /// runtime parses only them, see `parse_pruned`).
+    pub fn input_paths(&self) -> &Paths {
+        &self.input_paths
     }
 
     pub fn rule(&self) -> &Arc<Rule> {
@@ -351,34 +359,24 @@ impl Engine {
             self.counters.events_skipped += 1;
             return;
         };
-        let event = to_cel_pruned(input.event, &self.event_paths);
-        let key_value = cel_string(record_key(&rule.key, &key));
-        if let Some(condition) = &rule.condition {
-            match condition.test(&[("event", event.clone()), ("key", key_value.clone())]) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.counters.events_skipped += 1;
-                    return;
-                }
-                Err(error) => {
-                    self.eval_error(error.to_string());
-                    self.counters.events_skipped += 1;
-                    return;
-                }
-            }
+        let event = input.event;
+        let key_value = Json::String(record_key(&rule.key, &key).to_string());
+        if let Some(condition) = &rule.condition
+            && !self.condition(condition, &[("event", event), ("key", &key_value)])
+        {
+            self.counters.events_skipped += 1;
+            return;
         }
         match &rule.kind {
             Kind::Filter { condition } => {
-                match condition.test(&[("event", event.clone()), ("key", key_value.clone())]) {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(error) => return self.eval_error(error.to_string()),
+                if !self.condition(condition, &[("event", event), ("key", &key_value)]) {
+                    return;
                 }
                 self.counters.matches += 1;
                 let properties = match &rule.emit.properties {
-                    Some(expr) => match expr.object(&[("event", event), ("key", key_value)]) {
+                    Some(expr) => match expr.object(&[("event", event), ("key", &key_value)]) {
                         Ok(map) => Json::Object(map),
-                        Err(error) => return self.eval_error(error.to_string()),
+                        Err(error) => return self.eval_error(error),
                     },
                     None => input.event.get("properties").cloned().unwrap_or_else(|| json!({})),
                 };
@@ -404,10 +402,10 @@ impl Engine {
                 if time_ms < self.horizon_ms() {
                     return self.late(input, &key, out);
                 }
-                self.pattern_event(spec, &key, key_value, time_ms, position, &event, input.event, out);
+                self.pattern_event(spec, &key, &key_value, time_ms, position, event, out);
             }
-            Kind::Window(spec) => self.window_event(spec, &key, key_value, time_ms, &event, input, out),
-            Kind::Anomaly(spec) => self.anomaly_event(spec, &key, key_value, time_ms, &event, input, out),
+            Kind::Window(spec) => self.window_event(spec, &key, &key_value, time_ms, input, out),
+            Kind::Anomaly(spec) => self.anomaly_event(spec, &key, &key_value, time_ms, input, out),
         }
     }
 
@@ -428,23 +426,36 @@ impl Engine {
                 }
             }
             KeySpec::Global => "*".to_string(),
-            KeySpec::Expr(expr) => {
-                let event = to_cel_pruned(event, &self.event_paths);
-                match expr.json(&[("event", event)]) {
-                    Ok(value) => text(&value)?,
-                    Err(error) => {
-                        self.eval_error(error.to_string());
-                        return None;
+            KeySpec::Expr(expr) => match expr.json(&[("event", event)]) {
+                Ok(value) => text(&value)?,
+                Err(error) => {
+                    if !error.missing {
+                        self.eval_error(error);
                     }
+                    return None;
                 }
-            }
+            },
         };
         Some(Arc::from(key))
     }
 
-    fn eval_error(&mut self, why: String) {
+    fn eval_error(&mut self, error: EvalError) {
         self.counters.eval_errors += 1;
-        self.last_error = Some(why);
+        self.last_error = Some(error.to_string());
+    }
+
+    /// A condition's verdict. A field the event lacks makes it false without an error
+    /// (`event.event == "AddToCart"` on a page call); other errors are counted.
+    fn condition(&mut self, expr: &Expr, variables: &[(&str, &Json)]) -> bool {
+        match expr.test(variables) {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                if !error.missing {
+                    self.eval_error(error);
+                }
+                false
+            }
+        }
     }
 
     fn late(&mut self, input: &Input<'_>, key: &str, out: &mut Vec<Output>) {
@@ -480,7 +491,14 @@ impl Engine {
     }
 
     /// Puts a key's state back after a change: counts, timer, dirty mark.
-    fn put_state(&mut self, key: &Arc<str>, state: KeyState, before_entries: usize) {
+    fn put_state(&mut self, key: &Arc<str>, mut state: KeyState, before_entries: usize) {
+        // Vectors grow by doubling; a key usually holds one or two entries for a long time.
+        if state.partials.capacity() > state.partials.len() {
+            state.partials.shrink_to_fit();
+        }
+        if state.windows.capacity() > state.windows.len() {
+            state.windows.shrink_to_fit();
+        }
         self.entries = (self.entries + state.entries()).saturating_sub(before_entries);
         let timer = self.deadline(&state);
         if let Some(old) = self.timer_of.remove(key) {
@@ -547,21 +565,14 @@ impl Engine {
         &mut self,
         spec: &PatternSpec,
         key: &Arc<str>,
-        key_value: cel::Value,
+        key_value: &Json,
         time_ms: i64,
         position: Position,
-        event: &cel::Value,
-        raw: &Json,
+        event: &Json,
         out: &mut Vec<Output>,
     ) {
         // Evaluate the first step before touching state: most events start nothing.
-        let starts = match spec.steps[0].condition.test(&[("event", event.clone()), ("key", key_value.clone())]) {
-            Ok(starts) => starts,
-            Err(error) => {
-                self.eval_error(error.to_string());
-                false
-            }
-        };
+        let starts = self.condition(&spec.steps[0].condition, &[("event", event), ("key", key_value)]);
         let has_state = self.keys.get(key).is_some_and(|s| !s.partials.is_empty());
         if !starts && !has_state {
             return;
@@ -577,21 +588,12 @@ impl Engine {
                 index += 1;
                 continue;
             }
-            let mut variables = vec![("event", event.clone()), ("key", key_value.clone())];
-            for (captured, earlier) in partial.captured.iter().zip(&spec.steps) {
-                variables.push((earlier.name.as_str(), parse_captured(captured)));
-            }
-            match step.condition.test(&variables) {
-                Ok(true) => {}
-                Ok(false) => {
-                    index += 1;
-                    continue;
-                }
-                Err(error) => {
-                    self.eval_error(error.to_string());
-                    index += 1;
-                    continue;
-                }
+            let earlier: Vec<Json> = partial.captured.iter().map(|c| parse_captured(c)).collect();
+            let mut variables = vec![("event", event), ("key", key_value)];
+            variables.extend(spec.steps.iter().zip(&earlier).map(|(step, value)| (step.name.as_str(), value)));
+            if !self.condition(&step.condition, &variables) {
+                index += 1;
+                continue;
             }
             changed = true;
             if step.absent {
@@ -599,7 +601,7 @@ impl Engine {
                 state.partials.remove(index);
                 continue;
             }
-            let captured = capture(raw, &spec.captured[partial.step as usize]);
+            let captured = capture(event, &spec.captured[partial.step as usize]);
             let partial = &mut state.partials[index];
             partial.captured.push(captured);
             partial.step += 1;
@@ -623,7 +625,7 @@ impl Engine {
                 step: 1,
                 start_ms: time_ms,
                 origin: position,
-                captured: vec![capture(raw, &spec.captured[0])],
+                captured: vec![capture(event, &spec.captured[0])],
             });
         }
         if changed {
@@ -665,15 +667,16 @@ impl Engine {
             .steps
             .iter()
             .zip(&partial.captured)
-            .map(|(step, captured)| (step.name.as_str(), serde_json::from_str(captured).unwrap_or(Json::Null)))
+            .map(|(step, captured)| (step.name.as_str(), parse_captured(captured)))
             .collect();
         let properties = match &rule.emit.properties {
             Some(expr) => {
-                let mut variables = vec![("key", cel_string(record_key(&rule.key, key)))];
-                variables.extend(steps.iter().map(|(name, value)| (*name, to_cel(value))));
+                let key_value = Json::String(record_key(&rule.key, key).to_string());
+                let mut variables = vec![("key", &key_value)];
+                variables.extend(steps.iter().map(|(name, value)| (*name, value)));
                 match expr.object(&variables) {
                     Ok(map) => Json::Object(map),
-                    Err(error) => return self.eval_error(error.to_string()),
+                    Err(error) => return self.eval_error(error),
                 }
             }
             None => Json::Object(
@@ -704,20 +707,22 @@ impl Engine {
         &mut self,
         spec: &WindowSpec,
         key: &Arc<str>,
-        key_value: cel::Value,
+        key_value: &Json,
         time_ms: i64,
-        event: &cel::Value,
         input: &Input<'_>,
         out: &mut Vec<Output>,
     ) {
         let horizon = self.horizon_ms();
-        let variables = [("event", event.clone()), ("key", key_value)];
+        let variables = [("event", input.event), ("key", key_value)];
         let mut group = Vec::with_capacity(spec.group_by.len());
         for (_, expr) in &spec.group_by {
             match expr.json(&variables) {
                 Ok(value) => group.push(value),
                 Err(error) => {
-                    self.eval_error(error.to_string());
+                    // A missing field groups as null.
+                    if !error.missing {
+                        self.eval_error(error);
+                    }
                     group.push(Json::Null);
                 }
             }
@@ -796,7 +801,7 @@ impl Engine {
     fn aggregate_values(
         &mut self,
         aggregates: &[crate::rule::Aggregate],
-        variables: &[(&str, cel::Value)],
+        variables: &[(&str, &Json)],
     ) -> Vec<Option<Json>> {
         aggregates
             .iter()
@@ -805,7 +810,10 @@ impl Engine {
                 match expr.json(variables) {
                     Ok(value) => Some(value),
                     Err(error) => {
-                        self.eval_error(error.to_string());
+                        // A missing field adds nothing; other errors are counted.
+                        if !error.missing {
+                            self.eval_error(error);
+                        }
                         None
                     }
                 }
@@ -888,30 +896,23 @@ impl Engine {
             "start_ms": window.start_ms,
             "end_ms": window.end_ms,
         });
-        let needs_variables = spec.having.is_some() || rule.emit.properties.is_some();
-        let variables: Vec<(&str, cel::Value)> = if needs_variables {
-            let mut variables = vec![
-                ("key", cel_string(record_key(&rule.key, key))),
-                ("window", to_cel(&window_value)),
-                ("group", to_cel(&Json::Object(group.clone()))),
-            ];
-            variables.extend(results.iter().map(|(name, value)| (name.as_str(), to_cel(value))));
-            variables
-        } else {
-            Vec::new()
-        };
-        if let Some(having) = &spec.having {
-            match having.test(&variables) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => return self.eval_error(error.to_string()),
-            }
+        let key_value = Json::String(record_key(&rule.key, key).to_string());
+        let group_value = Json::Object(group.clone());
+        let mut variables: Vec<(&str, &Json)> =
+            vec![("key", &key_value), ("window", &window_value), ("group", &group_value)];
+        variables.extend(results.iter().map(|(name, value)| (name.as_str(), value)));
+        if let Some(having) = &spec.having
+            && !self.condition(having, &variables)
+        {
+            return;
         }
+        let custom = rule.emit.properties.as_ref().map(|expr| expr.object(&variables));
+        drop(variables);
         self.counters.matches += 1;
-        let properties = match &rule.emit.properties {
-            Some(expr) => match expr.object(&variables) {
+        let properties = match custom {
+            Some(result) => match result {
                 Ok(map) => Json::Object(map),
-                Err(error) => return self.eval_error(error.to_string()),
+                Err(error) => return self.eval_error(error),
             },
             None => {
                 let mut properties = serde_json::Map::new();
@@ -946,9 +947,8 @@ impl Engine {
         &mut self,
         spec: &AnomalySpec,
         key: &Arc<str>,
-        key_value: cel::Value,
+        key_value: &Json,
         time_ms: i64,
-        event: &cel::Value,
         input: &Input<'_>,
         out: &mut Vec<Output>,
     ) {
@@ -964,11 +964,11 @@ impl Engine {
         if closed {
             return self.late(input, key, out);
         }
-        let variables = [("event", event.clone()), ("key", key_value)];
+        let variables = [("event", input.event), ("key", key_value)];
         let value = self.aggregate_values(std::slice::from_ref(&spec.metric), &variables).pop().flatten();
         let Some(mut state) = self.take_state(key) else { return };
         let before = state.entries();
-        let anomaly = state.anomaly.get_or_insert_with(AnomalyState::default);
+        let anomaly = state.anomaly.get_or_insert_with(Box::default);
         anomaly.next_ms.get_or_insert(start);
         anomaly
             .open
@@ -1111,10 +1111,10 @@ impl Engine {
         let rule = self.rule.clone();
         let properties = match &rule.emit.properties {
             Some(expr) => {
-                let variables = [("key", cel_string(record_key(&rule.key, key))), ("alert", to_cel(&alert))];
-                match expr.object(&variables) {
+                let key_value = Json::String(record_key(&rule.key, key).to_string());
+                match expr.object(&[("key", &key_value), ("alert", &alert)]) {
                     Ok(map) => Json::Object(map),
-                    Err(error) => return self.eval_error(error.to_string()),
+                    Err(error) => return self.eval_error(error),
                 }
             }
             None => alert,
@@ -1168,13 +1168,16 @@ impl Engine {
         }
         for (index, action) in rule.actions.iter().enumerate() {
             let payload = match &action.payload {
-                Some(expr) => match expr.json(&[("event", to_cel(&event)), ("key", cel_string(&record_key))]) {
-                    Ok(payload) => payload,
-                    Err(error) => {
-                        self.eval_error(error.to_string());
-                        continue;
+                Some(expr) => {
+                    let key_value = Json::String(record_key.clone());
+                    match expr.json(&[("event", &event), ("key", &key_value)]) {
+                        Ok(payload) => payload,
+                        Err(error) => {
+                            self.eval_error(error);
+                            continue;
+                        }
                     }
-                },
+                }
                 None => event.clone(),
             };
             let delivery_id = id(&[firing_id.as_bytes(), b"delivery", &(index as u32).to_be_bytes()]);
@@ -1199,7 +1202,8 @@ impl Engine {
     // ---- state persistence ----
 
     /// The keys changed since the last call, serialized, and the engine-wide state.
-    pub(crate) fn take_changes(&mut self) -> (Changes, Vec<u8>) {
+    /// The runtime commits these with the input offsets; tests restore from them.
+    pub fn take_changes(&mut self) -> (Changes, Vec<u8>) {
         let mut changes: Changes = self
             .dirty
             .drain()
@@ -1210,6 +1214,10 @@ impl Engine {
             .collect();
         // Sorted: the store sees the same writes in the same order on every run.
         changes.sort_by(|a, b| a.0.cmp(&b.0));
+        // A burst of changes must not keep its set's memory for good.
+        if self.dirty.capacity() > 65_536 {
+            self.dirty.shrink_to_fit();
+        }
         (changes, self.meta())
     }
 
@@ -1251,9 +1259,9 @@ impl Engine {
     }
 }
 
-/// A partial match's captured event, back to CEL.
-fn parse_captured(text: &str) -> cel::Value {
-    serde_json::from_str::<Json>(text).map_or(cel::Value::Null, |value| to_cel(&value))
+/// A partial match's captured event, back to JSON.
+fn parse_captured(text: &str) -> Json {
+    serde_json::from_str::<Json>(text).unwrap_or(Json::Null)
 }
 
 fn capture(event: &Json, paths: &Paths) -> Box<str> {
@@ -1290,8 +1298,15 @@ fn identity<'k>(rule: &'k Rule, key: &'k str) -> (&'static str, &'k str) {
 }
 
 /// What the expressions evaluated per input event read of `event`.
-fn event_paths(rule: &Rule) -> Paths {
+fn input_paths(rule: &Rule) -> Paths {
     let mut paths = Paths::default();
+    // What the engine itself reads: the key, the time, the name.
+    for field in ["userId", "anonymousId", "timestamp", "originalTimestamp", "event", "type"] {
+        paths.children.insert(field.into(), Paths::whole());
+    }
+    if matches!(rule.kind, Kind::Filter { .. }) && rule.emit.properties.is_none() {
+        paths.children.insert("properties".into(), Paths::whole());
+    }
     let mut add = |expr: &crate::expr::Expr| expr.paths_of("event", &mut paths);
     if let Some(condition) = &rule.condition {
         add(condition);
@@ -1310,7 +1325,10 @@ fn event_paths(rule: &Rule) -> Paths {
             spec.group_by.iter().for_each(|(_, e)| add(e));
             spec.aggregates.iter().filter_map(|a| a.argument.as_ref()).for_each(&mut add);
         }
-        Kind::Pattern(spec) => spec.steps.iter().for_each(|s| add(&s.condition)),
+        Kind::Pattern(spec) => {
+            spec.steps.iter().for_each(|s| add(&s.condition));
+            spec.captured.iter().for_each(|captured| paths.merge(captured));
+        }
         Kind::Anomaly(spec) => {
             if let Some(argument) = &spec.metric.argument {
                 add(argument);
@@ -1318,4 +1336,103 @@ fn event_paths(rule: &Rule) -> Paths {
         }
     }
     paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Format;
+
+    const T0: i64 = 1_795_334_400_000;
+
+    fn rule(source: &str) -> Arc<Rule> {
+        Arc::new(Rule::parse(source, Format::Yaml, "test").unwrap())
+    }
+
+    fn cart(user: &str, time_ms: i64, event: &str, cart: &str) -> Json {
+        json!({"type": "track", "event": event, "userId": user, "timestamp": format_time_ms(time_ms),
+               "properties": {"cart_id": cart, "sku": "S"}})
+    }
+
+    const CART: &str = r#"
+name: carts
+streams: [events]
+pattern:
+  within: 30s
+  steps:
+    - {name: cart, match: 'event.event == "AddToCart"'}
+    - {name: checkout, match: 'event.event == "Checkout" && event.properties.cart_id == cart.properties.cart_id', absent: true}
+emit: {stream: derived, event: CartAbandoned}
+"#;
+
+    fn inputs() -> Vec<Json> {
+        (0..200)
+            .map(|i| {
+                let user = format!("u{}", i % 17);
+                let kind = if i % 5 == 4 { "Checkout" } else { "AddToCart" };
+                cart(&user, T0 + i * 700, kind, &format!("c{}", i % 3))
+            })
+            .collect()
+    }
+
+    fn feed(engine: &mut Engine, events: &[Json], first_offset: usize, out: &mut Vec<Output>) {
+        for (i, event) in events.iter().enumerate() {
+            let offset = (first_offset + i) as u64;
+            let input = Input { stream: "events", partition: 0, offset, record_timestamp_ms: T0, event };
+            engine.process(&input, T0 + offset as i64 * 700, out);
+        }
+    }
+
+    #[test]
+    fn state_restored_from_its_changes_continues_exactly_like_the_original() {
+        let events = inputs();
+        let mut whole = Engine::new(rule(CART), EngineConfig::default());
+        let mut expected = Vec::new();
+        feed(&mut whole, &events, 0, &mut expected);
+        whole.flush(&mut expected);
+        assert!(expected.len() > 10, "the case fires: {}", expected.len());
+
+        // The same input in two halves, with a store in between made of the change sets.
+        let mut first = Engine::new(rule(CART), EngineConfig::default());
+        let mut outputs = Vec::new();
+        let mut store: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut meta = Vec::new();
+        for (index, chunk) in events[..120].chunks(40).enumerate() {
+            feed(&mut first, chunk, index * 40, &mut outputs);
+            let (changes, m) = first.take_changes();
+            for (key, value) in changes {
+                match value {
+                    Some(value) => store.insert(key.to_string(), value),
+                    None => store.remove(&*key),
+                };
+            }
+            meta = m;
+        }
+        let mut second = Engine::new(rule(CART), EngineConfig::default());
+        second.restore(Some(&meta), store.clone(), T0).unwrap();
+        assert_eq!(second.state_size(), first.state_size());
+        feed(&mut second, &events[120..], 120, &mut outputs);
+        second.flush(&mut outputs);
+        assert_eq!(outputs, expected);
+    }
+
+    #[test]
+    fn state_limits_refuse_new_keys_and_evict_the_oldest_match() {
+        let config = EngineConfig { keys_max: 2, matches_per_key_max: 2, ..EngineConfig::default() };
+        let mut engine = Engine::new(rule(CART), config);
+        let mut out = Vec::new();
+        let events = [
+            cart("u1", T0, "AddToCart", "a"),
+            cart("u1", T0 + 1, "AddToCart", "b"),
+            cart("u1", T0 + 2, "AddToCart", "c"),
+            cart("u2", T0 + 3, "AddToCart", "d"),
+            cart("u3", T0 + 4, "AddToCart", "e"),
+        ];
+        feed(&mut engine, &events, 0, &mut out);
+        assert_eq!(engine.state_size(), (2, 3));
+        assert_eq!((engine.counters().matches_dropped, engine.counters().keys_refused), (1, 1));
+        engine.flush(&mut out);
+        let carts: Vec<&str> = out.iter().map(|o| o.value["properties"]["cart"]["cart_id"].as_str().unwrap()).collect();
+        assert_eq!(carts, ["b", "c", "d"], "the oldest of u1 was dropped, u3 never added");
+    }
 }

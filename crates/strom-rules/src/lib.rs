@@ -20,6 +20,7 @@ mod duration;
 mod engine;
 mod error;
 mod expr;
+mod fast;
 mod ids;
 mod node;
 mod rule;
@@ -33,7 +34,7 @@ pub use engine::{
     OutputKind,
 };
 pub use error::{RuleError, RulesError};
-pub use expr::EXPRESSION_BYTES_MAX;
+pub use expr::{EXPRESSION_BYTES_MAX, Paths, parse_pruned};
 pub use ids::{format_time_ms, parse_time_ms};
 pub use node::Format;
 pub use rule::{

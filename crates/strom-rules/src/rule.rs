@@ -894,10 +894,6 @@ fn captured_paths(pattern: &PatternSpec, emit: &Emit) -> Vec<Paths> {
                     paths.children.insert("properties".into(), Paths::whole());
                 }
             }
-            // The event's name and time are always kept: the default properties and the
-            // derived event's timestamp use them.
-            paths.children.entry("event".into()).or_insert_with(Paths::whole);
-            paths.children.entry("timestamp".into()).or_insert_with(Paths::whole);
             paths
         })
         .collect()

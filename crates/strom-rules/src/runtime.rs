@@ -23,8 +23,9 @@ use strom_log::{Clock, Durability, EncodedBatch, Log, RecordIn, Stream, StreamCo
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::{Counters, Engine, EngineConfig, Input, Output};
+use crate::engine::{Counters, Engine, EngineConfig, Input, Output, OutputKind};
 use crate::error::{RuleError, RulesError};
+use crate::expr::parse_pruned;
 use crate::node::Format;
 use crate::rule::{Rule, validate_rule_name};
 use crate::store::{Commit, Offsets, Store};
@@ -1207,6 +1208,7 @@ fn read_and_process(turn: &mut Turn, now: i64) {
     turn.read = 0;
     turn.skipped = 0;
     let mut sample = 0u32;
+    let paths = turn.engine.input_paths().clone();
     for (stream, partition_id) in &turn.inputs {
         let key = (stream.name.clone(), *partition_id);
         let Some(&offset) = turn.offsets.get(&key) else { continue };
@@ -1237,11 +1239,11 @@ fn read_and_process(turn: &mut Turn, now: i64) {
         };
         for record in &read.records {
             turn.read += 1;
-            let Some(event) = record.value.as_ref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-            else {
+            let Some(event) = record.value.as_ref().and_then(|v| parse_pruned(v, &paths).ok()) else {
                 turn.skipped += 1;
                 continue;
             };
+            let before = turn.outputs.len();
             let input = Input {
                 stream: &stream.name,
                 partition: *partition_id,
@@ -1257,10 +1259,22 @@ fn read_and_process(turn: &mut Turn, now: i64) {
             } else {
                 turn.engine.process(&input, now, &mut turn.outputs);
             }
+            copy_late_events_whole(&mut turn.outputs[before..], record.value.as_deref());
         }
         turn.offsets.insert(key, read.next_offset.max(from));
     }
     turn.engine.advance(now, &mut turn.outputs);
+}
+
+/// The engine saw only the fields the rule reads; a late event's copy is the whole event.
+fn copy_late_events_whole(outputs: &mut [Output], raw: Option<&[u8]>) {
+    for output in outputs {
+        if output.kind == OutputKind::Late
+            && let Some(whole) = raw.and_then(|raw| serde_json::from_slice(raw).ok())
+        {
+            output.value = whole;
+        }
+    }
 }
 
 /// A backtest on the blocking pool: the stream's partitions merged by record time.
@@ -1272,6 +1286,7 @@ fn backtest(
 ) -> Result<BacktestReport, RulesError> {
     let max_outputs = request.max_outputs.min(BACKTEST_OUTPUTS_MAX);
     let mut engine = Engine::new(rule.clone(), config);
+    let paths = engine.input_paths().clone();
     let mut cursors = Vec::new();
     for partition in stream.partitions() {
         let start = partition.log_start_offset();
@@ -1346,7 +1361,7 @@ fn backtest(
             report.truncated = true;
             break;
         }
-        if let Some(event) = record.value.as_ref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
+        if let Some(event) = record.value.as_ref().and_then(|v| parse_pruned(v, &paths).ok()) {
             let input = Input {
                 stream: &stream.name,
                 partition: partition_id,
@@ -1355,7 +1370,9 @@ fn backtest(
                 event: &event,
             };
             // The wall clock of a backtest is the records' append time.
+            let before = outputs.len();
             engine.process(&input, record.timestamp_ms, &mut outputs);
+            copy_late_events_whole(&mut outputs[before..], record.value.as_deref());
             if report.events_read.is_multiple_of(1024) {
                 engine.advance(record.timestamp_ms, &mut outputs);
             }
