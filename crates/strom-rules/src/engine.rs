@@ -210,7 +210,8 @@ pub struct Engine {
     /// What expressions evaluated per event read of it.
     /// What the rule reads of an input event: the runtime parses only that.
     input_paths: Paths,
-    partitions: BTreeMap<(String, u32), PartitionClock>,
+    /// By (index of the stream in the rule's streams, partition).
+    partitions: BTreeMap<(u16, u32), PartitionClock>,
     watermark_ms: i64,
     keys: HashMap<Arc<str>, KeyState>,
     /// (time, key): the key's earliest state that closes at `time`.
@@ -283,7 +284,8 @@ impl Engine {
     /// Makes a partition count for the watermark before it delivered anything, so that the
     /// rule waits for it (or for it to be idle) rather than racing ahead.
     pub fn register_partition(&mut self, stream: &str, partition: u32, now_ms: i64) {
-        self.partitions.entry((stream.to_string(), partition)).or_insert(PartitionClock {
+        let Some(stream) = self.stream_index(stream) else { return };
+        self.partitions.entry((stream, partition)).or_insert(PartitionClock {
             max_event_ms: None,
             watermark_ms: i64::MIN,
             last_input_ms: now_ms,
@@ -301,22 +303,35 @@ impl Engine {
     /// Processes one event read at wall-clock time `now_ms`.
     pub fn process(&mut self, input: &Input<'_>, now_ms: i64, out: &mut Vec<Output>) {
         self.counters.events_in += 1;
-        let time_ms = Engine::event_time_ms(input.event, input.record_timestamp_ms);
-        let stream_index = self.rule.streams.iter().position(|s| s == input.stream).unwrap_or(0) as u16;
+        let stream_index = self.stream_index(input.stream).unwrap_or(0);
         let position = Position(stream_index, input.partition, input.offset);
-        self.handle(input, time_ms, position, out);
+        if matches!(self.rule.kind, Kind::Filter { .. }) {
+            // Stateless: no watermark to keep, and the event time only matters for an output.
+            return self.handle(input, None, position, out);
+        }
+        let time_ms = Engine::event_time_ms(input.event, input.record_timestamp_ms);
+        self.handle(input, Some(time_ms), position, out);
         // The partition's clock moves after the event is handled: an event is judged late
         // against the watermark from before it.
-        let clock = self.partitions.entry((input.stream.to_string(), input.partition)).or_insert(PartitionClock {
+        let rule_watermark = self.watermark_ms;
+        let clock = self.partitions.entry((stream_index, input.partition)).or_insert(PartitionClock {
             max_event_ms: None,
             watermark_ms: i64::MIN,
             last_input_ms: now_ms,
         });
         clock.last_input_ms = now_ms;
         clock.max_event_ms = Some(clock.max_event_ms.map_or(time_ms, |max| max.max(time_ms)));
-        clock.watermark_ms = clock.watermark_ms.max(time_ms.saturating_sub(self.out_of_orderness_ms));
-        self.update_watermark();
+        let before = clock.watermark_ms;
+        clock.watermark_ms = before.max(time_ms.saturating_sub(self.out_of_orderness_ms));
+        // Only a partition at or below the rule's watermark can be the one holding it back.
+        if clock.watermark_ms > before && before <= rule_watermark {
+            self.update_watermark();
+        }
         self.fire(out);
+    }
+
+    fn stream_index(&self, stream: &str) -> Option<u16> {
+        self.rule.streams.iter().position(|s| s == stream).map(|i| i as u16)
     }
 
     /// Moves idle partitions' watermarks with the wall clock and finalises what is due.
@@ -349,24 +364,26 @@ impl Engine {
         self.watermark_ms.saturating_sub(self.rule.allowed_lateness_ms)
     }
 
-    fn handle(&mut self, input: &Input<'_>, time_ms: i64, position: Position, out: &mut Vec<Output>) {
+    fn handle(&mut self, input: &Input<'_>, time_ms: Option<i64>, position: Position, out: &mut Vec<Output>) {
         let rule = self.rule.clone();
-        if !input.event.is_object() {
+        let event = input.event;
+        if !event.is_object() {
             self.counters.events_skipped += 1;
             return;
         }
-        let Some(key) = self.key_of(input.event) else {
-            self.counters.events_skipped += 1;
-            return;
-        };
-        let event = input.event;
-        let key_value = Json::String(record_key(&rule.key, &key).to_string());
+        // `where` first: it reads only the event, and most events stop here.
         if let Some(condition) = &rule.condition
-            && !self.condition(condition, &[("event", event), ("key", &key_value)])
+            && !self.condition(condition, &[("event", event)])
         {
             self.counters.events_skipped += 1;
             return;
         }
+        let Some(key) = self.key_of(event) else {
+            self.counters.events_skipped += 1;
+            return;
+        };
+        let key_value = Json::String(record_key(&rule.key, &key).to_string());
+        let time_ms = time_ms.unwrap_or_else(|| Engine::event_time_ms(event, input.record_timestamp_ms));
         match &rule.kind {
             Kind::Filter { condition } => {
                 if !self.condition(condition, &[("event", event), ("key", &key_value)]) {
@@ -404,14 +421,20 @@ impl Engine {
                 }
                 self.pattern_event(spec, &key, &key_value, time_ms, position, event, out);
             }
-            Kind::Window(spec) => self.window_event(spec, &key, &key_value, time_ms, input, out),
-            Kind::Anomaly(spec) => self.anomaly_event(spec, &key, &key_value, time_ms, input, out),
+            Kind::Window(spec) => {
+                let key = self.intern(&key);
+                self.window_event(spec, &key, &key_value, time_ms, input, out)
+            }
+            Kind::Anomaly(spec) => {
+                let key = self.intern(&key);
+                self.anomaly_event(spec, &key, &key_value, time_ms, input, out)
+            }
         }
     }
 
     /// The key's internal name: `u:`/`a:` and the user for `key: user` (so that the derived
     /// event can say which id it was), `*` for `key: none`, the value for an expression.
-    fn key_of(&mut self, event: &Json) -> Option<Arc<str>> {
+    fn key_of(&mut self, event: &Json) -> Option<String> {
         let text = |value: &Json| match value {
             Json::String(s) if !s.is_empty() => Some(s.clone()),
             Json::Number(n) => Some(n.to_string()),
@@ -436,7 +459,12 @@ impl Engine {
                 }
             },
         };
-        Some(Arc::from(key))
+        Some(key)
+    }
+
+    /// The key's shared name: the map's own when the key has state (no allocation).
+    fn intern(&self, key: &str) -> Arc<str> {
+        self.keys.get_key_value(key).map_or_else(|| Arc::from(key), |(k, _)| k.clone())
     }
 
     fn eval_error(&mut self, error: EvalError) {
@@ -564,7 +592,7 @@ impl Engine {
     fn pattern_event(
         &mut self,
         spec: &PatternSpec,
-        key: &Arc<str>,
+        key: &str,
         key_value: &Json,
         time_ms: i64,
         position: Position,
@@ -577,6 +605,7 @@ impl Engine {
         if !starts && !has_state {
             return;
         }
+        let key = &self.intern(key);
         let Some(mut state) = self.take_state(key) else { return };
         let before = state.entries();
         let mut index = 0;
@@ -1224,7 +1253,11 @@ impl Engine {
     fn meta(&self) -> Vec<u8> {
         let meta = Meta {
             watermark_ms: self.watermark_ms,
-            partitions: self.partitions.iter().map(|((s, p), clock)| (s.clone(), *p, clock.clone())).collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|((s, p), clock)| (self.rule.streams[*s as usize].clone(), *p, clock.clone()))
+                .collect(),
         };
         serde_json::to_vec(&meta).unwrap_or_default()
     }
@@ -1242,7 +1275,10 @@ impl Engine {
             self.watermark_ms = meta.watermark_ms;
             for (stream, partition, mut clock) in meta.partitions {
                 clock.last_input_ms = now_ms;
-                self.partitions.insert((stream, partition), clock);
+                // A stream the rule no longer reads is forgotten.
+                if let Some(stream) = self.stream_index(&stream) {
+                    self.partitions.insert((stream, partition), clock);
+                }
             }
         }
         for (key, bytes) in keys {

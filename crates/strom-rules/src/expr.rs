@@ -139,12 +139,21 @@ impl Expr {
     pub fn eval<'a>(&'a self, variables: &[(&str, &'a Json)]) -> Result<Cow<'a, Json>, EvalError> {
         let bound = |name: &str| variables.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         if let Some(fast) = &self.fast {
-            let values: Vec<Option<&'a Json>> = self.variables.iter().map(|(name, _)| bound(name)).collect();
-            return fast.eval(&values).map_err(|failure| EvalError {
+            let to_error = |failure: fast::Failure| EvalError {
                 field: self.field.clone(),
                 why: failure.why,
                 missing: failure.missing,
-            });
+            };
+            // Most expressions read one to three variables: no allocation for them.
+            if self.variables.len() <= 4 {
+                let mut values: [Option<&'a Json>; 4] = [None; 4];
+                for (slot, (name, _)) in values.iter_mut().zip(&self.variables) {
+                    *slot = bound(name);
+                }
+                return fast.eval(&values[..self.variables.len()]).map_err(to_error);
+            }
+            let values: Vec<Option<&'a Json>> = self.variables.iter().map(|(name, _)| bound(name)).collect();
+            return fast.eval(&values).map_err(to_error);
         }
         self.interpret(variables).map(Cow::Owned)
     }
@@ -429,7 +438,9 @@ pub fn to_cel(value: &Json) -> cel::Value {
 /// being built (no allocation), which is most of an event's parsing cost.
 pub fn parse_pruned(bytes: &[u8], paths: &Paths) -> serde_json::Result<Json> {
     use serde::de::DeserializeSeed;
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    // UTF-8 checked once for the whole text, which is faster than per string.
+    let text = std::str::from_utf8(bytes).map_err(|e| serde::de::Error::custom(e.to_string()))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let value = Pruned(paths).deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)

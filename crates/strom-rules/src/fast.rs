@@ -78,7 +78,13 @@ pub(crate) fn compile(expr: &IdedExpr, variables: &[String]) -> Option<Fast> {
             LiteralValue::Bytes(_) => return None,
         })),
         Ast::List(list) if list.optional_indices.is_empty() => {
-            Some(Fast::List(list.elements.iter().map(|e| compile(e, variables)).collect::<Option<_>>()?))
+            let items: Vec<Fast> = list.elements.iter().map(|e| compile(e, variables)).collect::<Option<_>>()?;
+            // A list of literals is built once, here.
+            if items.iter().all(|i| matches!(i, Fast::Literal(_))) {
+                let values = items.into_iter().filter_map(|i| if let Fast::Literal(v) = i { Some(v) } else { None });
+                return Some(Fast::Literal(Json::Array(values.collect())));
+            }
+            Some(Fast::List(items))
         }
         Ast::Map(map) => {
             let mut entries = Vec::new();
