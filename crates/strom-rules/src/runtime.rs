@@ -37,6 +37,8 @@ pub const RULE_FILES_MAX: usize = 1024;
 /// Records read from one input partition per turn, and their bytes.
 pub const READ_RECORDS_MAX: usize = 4096;
 pub const READ_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Output appends queued before the rule waits for them to be durable.
+pub const PENDING_APPENDS_MAX: usize = 64;
 /// Records per output batch (an append).
 pub const OUTPUT_BATCH_RECORDS_MAX: usize = 10_000;
 /// Records read back from output partitions at recovery: the outputs of at most one commit
@@ -943,6 +945,8 @@ impl Runner {
         let mut last_commit = Instant::now();
         let mut published = engine.counters().clone();
         let mut dirty = false;
+        // Appends queued and not yet known durable: the next turn runs meanwhile.
+        let mut pending: Vec<strom_log::PendingAppend> = Vec::new();
         let mut turn = Turn {
             engine,
             inputs,
@@ -974,11 +978,15 @@ impl Runner {
             let outputs = std::mem::take(&mut turn.outputs);
             let produced = !outputs.is_empty();
             if produced {
-                let skipped = self.append(&name, outputs, &outputs_streams, &mut already).await?;
+                let skipped = self.append(&name, outputs, &outputs_streams, &mut already, &mut pending).await?;
                 metrics.duplicates_skipped.increment(skipped);
+                if pending.len() > PENDING_APPENDS_MAX {
+                    settle(&mut pending).await?;
+                }
                 if let Some(crash) = &self.config.crash_point
                     && crash.hit()
                 {
+                    settle(&mut pending).await?;
                     // The test's crash: outputs are durable, the state that made them is not.
                     self.shared.set(RunState::Stopped, Some("crashed (test crash point)".into()));
                     return Ok(());
@@ -1016,6 +1024,8 @@ impl Runner {
                 }
             }
             if dirty && last_commit.elapsed() >= commit_interval {
+                // Outputs are durable before the commit that covers their input.
+                settle(&mut pending).await?;
                 output_ends = partition_ends(&outputs_streams);
                 let (changes, meta) = turn.engine.take_changes();
                 self.commit(&name, &turn.offsets, &output_ends, meta, changes, &metrics).await?;
@@ -1023,6 +1033,7 @@ impl Runner {
                 dirty = false;
             }
             if turn.read == 0 && !produced {
+                settle(&mut pending).await?;
                 // Caught up: wait for input, the next tick (idle watermarks, commits) or stop.
                 let waits = turn.inputs.iter().filter_map(|(s, p)| {
                     let offset = turn.offsets.get(&(s.name.clone(), *p)).copied()?;
@@ -1043,6 +1054,7 @@ impl Runner {
             }
         }
         // Stopping: commit what was processed.
+        settle(&mut pending).await?;
         let output_ends = partition_ends(&outputs_streams);
         let (changes, meta) = turn.engine.take_changes();
         self.commit(&name, &turn.offsets, &output_ends, meta, changes, &metrics).await?;
@@ -1080,14 +1092,16 @@ impl Runner {
         Ok(())
     }
 
-    /// Appends outputs (skipping ids already appended before a crash), grouped per
-    /// partition in order, each group durably. Returns how many were skipped.
+    /// Queues outputs for appending (skipping ids already appended before a crash), grouped
+    /// per partition in order; their durability is awaited later (`settle`), before the
+    /// commit. Returns how many were skipped.
     async fn append(
         &self,
         name: &str,
         outputs: Vec<Output>,
         streams: &BTreeMap<String, Arc<Stream>>,
         already: &mut HashSet<String>,
+        pending: &mut Vec<strom_log::PendingAppend>,
     ) -> Result<u64, RulesError> {
         let now = self.clock.now_ms();
         let mut skipped = 0;
@@ -1114,20 +1128,25 @@ impl Runner {
                 ],
             });
         }
-        let mut pending = Vec::new();
         for ((stream, partition), records) in &groups {
             let partition = streams[stream].partition(*partition)?;
             for chunk in records.chunks(OUTPUT_BATCH_RECORDS_MAX) {
                 let batch = EncodedBatch::encode(chunk)?;
-                // Queued in order now; awaited together (one group commit can cover them).
+                // Queued in order now (a partition appends in submission order).
                 pending.push(submit_with_retry(partition, batch).await?);
             }
         }
-        for append in pending {
-            append.await?;
-        }
         Ok(skipped)
     }
+}
+
+/// Waits until every queued append is durable; the first failure stops the rule (its
+/// state is not committed, so a restart produces those outputs again).
+async fn settle(pending: &mut Vec<strom_log::PendingAppend>) -> Result<(), RulesError> {
+    for append in pending.drain(..) {
+        append.await?;
+    }
+    Ok(())
 }
 
 /// Queues an append; an overloaded partition is retried after a pause (a rule must not
