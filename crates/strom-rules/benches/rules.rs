@@ -276,7 +276,17 @@ fn engine_rate(label: &str, source: &str, events: &[(String, String)]) {
     let mut engine = Engine::new(rule, EngineConfig::default());
     let started = Instant::now();
     for (offset, (_, json)) in events.iter().enumerate() {
-        let event = strom_rules::parse_pruned(json.as_bytes(), &paths).unwrap();
+        let event = match engine.screen_paths() {
+            Some(screen) => {
+                let partial = strom_rules::parse_pruned(json.as_bytes(), screen).unwrap();
+                if engine.screens_out(&partial) {
+                    partial
+                } else {
+                    strom_rules::parse_pruned(json.as_bytes(), &paths).unwrap()
+                }
+            }
+            None => strom_rules::parse_pruned(json.as_bytes(), &paths).unwrap(),
+        };
         let input =
             Input { stream: "events", partition: 0, offset: offset as u64, record_timestamp_ms: T0, event: &event };
         engine.process(&input, T0, &mut outputs);

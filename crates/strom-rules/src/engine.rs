@@ -210,6 +210,9 @@ pub struct Engine {
     /// What expressions evaluated per event read of it.
     /// What the rule reads of an input event: the runtime parses only that.
     input_paths: Paths,
+    /// What `where` (and a filter's condition) read, with the event time: enough to tell
+    /// that an event is not for this rule (`screen`).
+    screen_paths: Option<Paths>,
     /// By (index of the stream in the rule's streams, partition).
     partitions: BTreeMap<(u16, u32), PartitionClock>,
     watermark_ms: i64,
@@ -228,6 +231,7 @@ impl Engine {
     pub fn new(rule: Arc<Rule>, config: EngineConfig) -> Engine {
         let out_of_orderness_ms = rule.out_of_orderness_ms.unwrap_or(config.out_of_orderness_ms);
         let input_paths = input_paths(&rule);
+        let screen_paths = screen_paths(&rule);
         let mut config = config;
         if let Some(keys_max) = rule.limits.keys_max {
             config.keys_max = keys_max;
@@ -240,6 +244,7 @@ impl Engine {
             config,
             out_of_orderness_ms,
             input_paths,
+            screen_paths,
             partitions: BTreeMap::new(),
             watermark_ms: i64::MIN,
             keys: HashMap::new(),
@@ -256,6 +261,20 @@ impl Engine {
     /// runtime parses only them, see `parse_pruned`).
     pub fn input_paths(&self) -> &Paths {
         &self.input_paths
+    }
+
+    /// The parts of an event `screen` needs, when the rule has a condition to screen with.
+    pub fn screen_paths(&self) -> Option<&Paths> {
+        self.screen_paths.as_ref()
+    }
+
+    /// True when an event (parsed with at least `screen_paths`) fails `where` or a filter's
+    /// condition: it only moves the watermark, so `process` needs no more of it. The runtime
+    /// parses most events only this far.
+    pub fn screens_out(&self, event: &Json) -> bool {
+        let fails = |expr: &Expr| !matches!(expr.test(&[("event", event)]), Ok(true));
+        self.rule.condition.as_ref().is_some_and(fails)
+            || matches!(&self.rule.kind, Kind::Filter { condition } if condition.paths_reads_only_event() && fails(condition))
     }
 
     pub fn rule(&self) -> &Arc<Rule> {
@@ -378,6 +397,17 @@ impl Engine {
             self.counters.events_skipped += 1;
             return;
         }
+        // A filter's condition that reads only the event comes before the key, so that an
+        // event screened with `screen_paths` takes the same way as a whole one.
+        let filter_checked = match &rule.kind {
+            Kind::Filter { condition } if condition.paths_reads_only_event() => {
+                if !self.condition(condition, &[("event", event)]) {
+                    return;
+                }
+                true
+            }
+            _ => false,
+        };
         let Some(key) = self.key_of(event) else {
             self.counters.events_skipped += 1;
             return;
@@ -386,7 +416,7 @@ impl Engine {
         let time_ms = time_ms.unwrap_or_else(|| Engine::event_time_ms(event, input.record_timestamp_ms));
         match &rule.kind {
             Kind::Filter { condition } => {
-                if !self.condition(condition, &[("event", event), ("key", &key_value)]) {
+                if !filter_checked && !self.condition(condition, &[("event", event), ("key", &key_value)]) {
                     return;
                 }
                 self.counters.matches += 1;
@@ -1331,6 +1361,29 @@ fn identity<'k>(rule: &'k Rule, key: &'k str) -> (&'static str, &'k str) {
         KeySpec::Global => ("anonymousId", rule.name.as_str()),
         KeySpec::Expr(_) => ("anonymousId", key),
     }
+}
+
+/// What screening an event needs: the conditions that read only the event, and its time.
+fn screen_paths(rule: &Rule) -> Option<Paths> {
+    let mut paths = Paths::default();
+    let mut any = false;
+    if let Some(condition) = &rule.condition {
+        condition.paths_of("event", &mut paths);
+        any = true;
+    }
+    if let Kind::Filter { condition } = &rule.kind
+        && condition.paths_reads_only_event()
+    {
+        condition.paths_of("event", &mut paths);
+        any = true;
+    }
+    if !any || paths.whole {
+        return None;
+    }
+    for field in ["timestamp", "originalTimestamp"] {
+        paths.children.insert(field.into(), Paths::whole());
+    }
+    Some(paths)
 }
 
 /// What the expressions evaluated per input event read of `event`.

@@ -130,6 +130,11 @@ impl Expr {
         })
     }
 
+    /// Whether it reads no variable but `event` (a filter's condition may read `key`).
+    pub fn paths_reads_only_event(&self) -> bool {
+        self.variables.iter().all(|(name, _)| name == "event")
+    }
+
     /// Whether the direct evaluator runs it (else the CEL interpreter does).
     pub fn is_fast(&self) -> bool {
         self.fast.is_some()

@@ -1228,6 +1228,7 @@ fn read_and_process(turn: &mut Turn, now: i64) {
     turn.skipped = 0;
     let mut sample = 0u32;
     let paths = turn.engine.input_paths().clone();
+    let screen = turn.engine.screen_paths().cloned();
     for (stream, partition_id) in &turn.inputs {
         let key = (stream.name.clone(), *partition_id);
         let Some(&offset) = turn.offsets.get(&key) else { continue };
@@ -1258,7 +1259,8 @@ fn read_and_process(turn: &mut Turn, now: i64) {
         };
         for record in &read.records {
             turn.read += 1;
-            let Some(event) = record.value.as_ref().and_then(|v| parse_pruned(v, &paths).ok()) else {
+            let Some(event) = record.value.as_ref().and_then(|v| parse(&turn.engine, v, &paths, screen.as_ref()))
+            else {
                 turn.skipped += 1;
                 continue;
             };
@@ -1285,6 +1287,23 @@ fn read_and_process(turn: &mut Turn, now: i64) {
     turn.engine.advance(now, &mut turn.outputs);
 }
 
+/// Parses an event as far as the engine needs it: first only what screening reads (most
+/// events fail `where` and need nothing more), then everything the rule reads.
+fn parse(
+    engine: &Engine,
+    bytes: &[u8],
+    paths: &crate::expr::Paths,
+    screen: Option<&crate::expr::Paths>,
+) -> Option<serde_json::Value> {
+    if let Some(screen) = screen {
+        let partial = parse_pruned(bytes, screen).ok()?;
+        if engine.screens_out(&partial) {
+            return Some(partial);
+        }
+    }
+    parse_pruned(bytes, paths).ok()
+}
+
 /// The engine saw only the fields the rule reads; a late event's copy is the whole event.
 fn copy_late_events_whole(outputs: &mut [Output], raw: Option<&[u8]>) {
     for output in outputs {
@@ -1306,6 +1325,7 @@ fn backtest(
     let max_outputs = request.max_outputs.min(BACKTEST_OUTPUTS_MAX);
     let mut engine = Engine::new(rule.clone(), config);
     let paths = engine.input_paths().clone();
+    let screen = engine.screen_paths().cloned();
     let mut cursors = Vec::new();
     for partition in stream.partitions() {
         let start = partition.log_start_offset();
@@ -1380,7 +1400,7 @@ fn backtest(
             report.truncated = true;
             break;
         }
-        if let Some(event) = record.value.as_ref().and_then(|v| parse_pruned(v, &paths).ok()) {
+        if let Some(event) = record.value.as_ref().and_then(|v| parse(&engine, v, &paths, screen.as_ref())) {
             let input = Input {
                 stream: &stream.name,
                 partition: partition_id,
