@@ -647,10 +647,20 @@ impl Engine {
                 index += 1;
                 continue;
             }
-            let earlier: Vec<Json> = partial.captured.iter().map(|c| parse_captured(c)).collect();
-            let mut variables = vec![("event", event), ("key", key_value)];
-            variables.extend(spec.steps.iter().zip(&earlier).map(|(step, value)| (step.name.as_str(), value)));
-            if !self.condition(&step.condition, &variables) {
+            // First without the earlier steps' events: most conditions fail on the event
+            // alone (`event.event == "Checkout" && ...`), and then nothing is parsed. Only a
+            // verdict that needs them is computed again with them (expressions are pure, so
+            // a verdict reached without them is the verdict).
+            let verdict = match step.condition.test(&[("event", event), ("key", key_value)]) {
+                Ok(verdict) => verdict,
+                Err(_) => {
+                    let earlier: Vec<Json> = partial.captured.iter().map(|c| parse_captured(c)).collect();
+                    let mut variables = vec![("event", event), ("key", key_value)];
+                    variables.extend(spec.steps.iter().zip(&earlier).map(|(step, value)| (step.name.as_str(), value)));
+                    self.condition(&step.condition, &variables)
+                }
+            };
+            if !verdict {
                 index += 1;
                 continue;
             }
