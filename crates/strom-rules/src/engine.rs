@@ -463,7 +463,8 @@ impl Engine {
     }
 
     /// The key's internal name: `u:`/`a:` and the user for `key: user` (so that the derived
-    /// event can say which id it was), `*` for `key: none`, the value for an expression.
+    /// event can say which id it was), the rule's name for `key: none`, the value for an
+    /// expression.
     fn key_of(&mut self, event: &Json) -> Option<String> {
         let text = |value: &Json| match value {
             Json::String(s) if !s.is_empty() => Some(s.clone()),
@@ -478,7 +479,7 @@ impl Engine {
                     format!("a:{}", event.get("anonymousId").and_then(text)?)
                 }
             }
-            KeySpec::Global => "*".to_string(),
+            KeySpec::Global => self.rule.name.clone(),
             KeySpec::Expr(expr) => match expr.json(&[("event", event)]) {
                 Ok(value) => text(&value)?,
                 Err(error) => {
@@ -1368,7 +1369,7 @@ fn identity<'k>(rule: &'k Rule, key: &'k str) -> (&'static str, &'k str) {
     match rule.key {
         KeySpec::User if key.starts_with("u:") => ("userId", &key[2..]),
         KeySpec::User => ("anonymousId", key.get(2..).unwrap_or(key)),
-        KeySpec::Global => ("anonymousId", rule.name.as_str()),
+        KeySpec::Global => ("anonymousId", key),
         KeySpec::Expr(_) => ("anonymousId", key),
     }
 }

@@ -1259,6 +1259,14 @@ fn read_and_process(turn: &mut Turn, now: i64) {
         };
         for record in &read.records {
             turn.read += 1;
+            // A rule never reads its own outputs (a rule may write to a stream it reads).
+            if record
+                .headers
+                .iter()
+                .any(|(k, v)| k == RULE_HEADER && v.as_deref() == Some(turn.engine.rule().name.as_bytes()))
+            {
+                continue;
+            }
             let Some(event) = record.value.as_ref().and_then(|v| parse(&turn.engine, v, &paths, screen.as_ref()))
             else {
                 turn.skipped += 1;
@@ -1395,6 +1403,9 @@ fn backtest(
         };
         let record = cursors[index].3.pop_front().expect("chosen for having a record");
         let partition_id = cursors[index].0.id();
+        if record.headers.iter().any(|(k, v)| k == RULE_HEADER && v.as_deref() == Some(rule.name.as_bytes())) {
+            continue;
+        }
         report.events_read += 1;
         if report.events_read > BACKTEST_EVENTS_MAX {
             report.truncated = true;

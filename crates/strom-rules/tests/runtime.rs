@@ -414,3 +414,33 @@ async fn a_backtest_reports_what_a_rule_would_have_emitted_and_emits_nothing() {
     assert_eq!((report.outputs.len(), report.outputs_total, report.truncated), (0, 1, true));
     rules.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_writes_to_its_own_input_does_not_read_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open_log(dir.path(), clock.clone());
+    log.create_stream("events", StreamConfig::default()).await.unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    let source = FILTER_RULE
+        .replace("stream: derived", "stream: events")
+        .replace("filter: event.event == \"AddToCart\"", "filter: has(event.properties)");
+    std::fs::write(dir.path().join("rules/adds.yaml"), &source).unwrap();
+    let rules = Rules::start(log.clone(), rules_config(dir.path()), clock.clone()).unwrap();
+    append(&log, "events", &[event("AddToCart", "u1", T0, json!({"sku": "S1"}))]).await;
+    wait_processed(&rules, "adds", 1).await;
+    // Its output is in `events` now, and would match its own filter.
+    eventually("the output", async || read_stream_all(&log, "events") == 2).await;
+    append(&log, "events", &[event("AddToCart", "u2", T0, json!({"sku": "S2"}))]).await;
+    wait_processed(&rules, "adds", 2).await;
+    eventually("the second output", async || read_stream_all(&log, "events") == 4).await;
+    let status = rules.get("adds").await.unwrap();
+    assert_eq!((status.counters.events_in, status.counters.emits), (2, 2), "its own outputs were not input");
+    rules.close().await;
+}
+
+/// Records in a stream, outputs or not.
+fn read_stream_all(log: &Log, stream: &str) -> usize {
+    let stream = log.stream(stream).unwrap();
+    stream.partitions().iter().map(|p| (p.log_end_offset() - p.log_start_offset()) as usize).sum()
+}
