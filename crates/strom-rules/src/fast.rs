@@ -49,10 +49,12 @@ pub(crate) enum Comparison {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Failure {
     pub missing: bool,
-    pub why: String,
+    /// Built only for real errors: a missing field (the common case, a condition on an
+    /// event of another kind) costs no allocation.
+    pub why: Cow<'static, str>,
 }
 
-fn failure(why: impl Into<String>) -> Failure {
+fn failure(why: impl Into<Cow<'static, str>>) -> Failure {
     Failure { missing: false, why: why.into() }
 }
 
@@ -234,7 +236,7 @@ fn logical<'a>(
 fn field_of<'a>(value: &'a Json, field: &str) -> Result<&'a Json, Failure> {
     match value {
         Json::Object(map) => {
-            map.get(field).ok_or_else(|| Failure { missing: true, why: format!("No such key: {field}") })
+            map.get(field).ok_or(Failure { missing: true, why: Cow::Borrowed("a field it reads is missing") })
         }
         other => Err(failure(format!("no field {field:?} in {}", kind(other)))),
     }

@@ -73,10 +73,45 @@ fn parse_utc_millis(text: &str) -> Option<i64> {
 
 /// RFC 3339 in UTC with milliseconds, as Segment writes timestamps.
 pub fn format_time_ms(ms: i64) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        Err(_) => ms.to_string(),
+    // Years 0 to 9999 by hand (every derived event has one); others through jiff.
+    if !(-62_167_219_200_000..253_402_300_800_000).contains(&ms) {
+        return match jiff::Timestamp::from_millisecond(ms) {
+            Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            Err(_) => ms.to_string(),
+        };
     }
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    // The civil date of a day number (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Fixed-width digits, then the separator that follows them.
+    let push = |out: &mut String, value: i64, width: usize, after: char| {
+        let mut buffer = [b'0'; 4];
+        let mut rest = value;
+        for slot in buffer[..width].iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend(buffer[..width].iter().map(|&b| b as char));
+        out.push(after);
+    };
+    let mut out = String::with_capacity(24);
+    push(&mut out, year, 4, '-');
+    push(&mut out, month, 2, '-');
+    push(&mut out, day, 2, 'T');
+    push(&mut out, in_day / 3_600_000, 2, ':');
+    push(&mut out, in_day / 60_000 % 60, 2, ':');
+    push(&mut out, in_day / 1000 % 60, 2, '.');
+    push(&mut out, in_day % 1000, 3, 'Z');
+    out
 }
 
 #[cfg(test)]
@@ -108,6 +143,16 @@ mod tests {
             ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-11-22T24:00:00.000Z", "2026-11-22T08:00:01Z"]
         {
             assert_eq!(parse_utc_millis(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatting_agrees_with_jiff() {
+        for ms in
+            [0, 1_795_334_401_250, 951_868_799_999, -1, 253_402_207_199_999, -62_167_219_200_000, 4_102_444_800_000]
+        {
+            let jiff = jiff::Timestamp::from_millisecond(ms).unwrap().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            assert_eq!(format_time_ms(ms), jiff, "{ms}");
         }
     }
 
