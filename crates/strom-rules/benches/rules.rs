@@ -395,11 +395,16 @@ fn main() {
             bytes as f64 / count as f64,
             started.elapsed().as_secs_f64()
         );
-        // STROM_BENCH_ONLY=engine runs only the engine-alone part (for profiling).
-        if std::env::var("STROM_BENCH_ONLY").is_ok_and(|only| only == "engine") {
-            engine_rate("filter", FILTER_RULE, &events);
-            engine_rate("cart-abandonment", CART_RULE, &events);
-            return;
+        // STROM_BENCH_ONLY=engine runs only the engine-alone part (for profiling);
+        // STROM_BENCH_ONLY=engine-cart only the cart rule's part of it.
+        match std::env::var("STROM_BENCH_ONLY").as_deref() {
+            Ok("engine") => {
+                engine_rate("filter", FILTER_RULE, &events);
+                engine_rate("cart-abandonment", CART_RULE, &events);
+                return;
+            }
+            Ok("engine-cart") => return engine_rate("cart-abandonment", CART_RULE, &events),
+            _ => {}
         }
         let dir = tempfile::tempdir_in(&base).unwrap();
         let log = Log::open(LogConfig {

@@ -210,6 +210,8 @@ pub struct Engine {
     /// What expressions evaluated per event read of it.
     /// What the rule reads of an input event: the runtime parses only that.
     input_paths: Paths,
+    /// `context` of every derived event (`{"rule": {"name", "version"}}`), built once.
+    context: Json,
     /// What `where` (and a filter's condition) read, with the event time: enough to tell
     /// that an event is not for this rule (`screen`).
     screen_paths: Option<Paths>,
@@ -232,6 +234,7 @@ impl Engine {
         let out_of_orderness_ms = rule.out_of_orderness_ms.unwrap_or(config.out_of_orderness_ms);
         let input_paths = input_paths(&rule);
         let screen_paths = screen_paths(&rule);
+        let context = json!({"rule": {"name": rule.name, "version": rule.version}});
         let mut config = config;
         if let Some(keys_max) = rule.limits.keys_max {
             config.keys_max = keys_max;
@@ -244,6 +247,7 @@ impl Engine {
             config,
             out_of_orderness_ms,
             input_paths,
+            context,
             screen_paths,
             partitions: BTreeMap::new(),
             watermark_ms: i64::MIN,
@@ -801,7 +805,8 @@ impl Engine {
                 }
             }
         }
-        let group: Box<str> = Json::Array(group).to_string().into();
+        // serde_json's writer, not `Display` (which goes through the formatting machinery).
+        let group: Box<str> = serde_json::to_string(&Json::Array(group)).unwrap_or_default().into();
         let values = self.aggregate_values(&spec.aggregates, &variables);
         let Some(mut state) = self.take_state(key) else { return };
         let before = state.entries();
@@ -1227,7 +1232,7 @@ impl Engine {
         event.insert(id_field.into(), json!(id_value));
         event.insert("timestamp".into(), json!(format_time_ms(time_ms)));
         event.insert("properties".into(), properties);
-        event.insert("context".into(), json!({"rule": {"name": rule.name, "version": rule.version}}));
+        event.insert("context".into(), self.context.clone());
         let event = Json::Object(event);
         let record_key = record_key(&rule.key, key).to_string();
         if let Some(stream) = &rule.emit.stream {
@@ -1346,7 +1351,7 @@ fn parse_captured(text: &str) -> Json {
 }
 
 fn capture(event: &Json, paths: &Paths) -> Box<str> {
-    paths.prune(event).to_string().into()
+    serde_json::to_string(&paths.prune(event)).unwrap_or_default().into()
 }
 
 fn outside(value: f64, mean: f64, std: f64, threshold: f64) -> bool {
