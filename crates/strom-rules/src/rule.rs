@@ -347,7 +347,6 @@ impl Builder<'_> {
                 format!("unknown field (allowed here: {})", allowed.join(", ")),
             ));
         }
-        let _ = fields.node;
         Ok(())
     }
 

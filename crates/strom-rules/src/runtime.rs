@@ -925,8 +925,9 @@ impl Runner {
             engine.register_partition(&stream.name, *partition, now);
             offsets.insert(key, offset);
         }
-        // Ids this rule appended after its last commit: the re-run skips them.
-        let mut already = recover_ids(&name, &outputs_streams, &loaded.outputs, !same_rule).await?;
+        // Ids this rule appended after its last commit: the re-run skips them. Also for a
+        // changed rule: with the same version, its outputs for the same input have the same ids.
+        let mut already = recover_ids(&name, &outputs_streams, &loaded.outputs).await?;
         if !already.is_empty() {
             tracing::info!(rule = %name, outputs = already.len(), "resuming after a crash: outputs already appended will be skipped");
         }
@@ -937,6 +938,11 @@ impl Runner {
             let (changes, meta) = engine.take_changes();
             self.commit(&name, &offsets, &output_ends, meta, changes, &metrics).await?;
         }
+        // The status shows the restored state from the moment the rule runs.
+        let (keys, entries) = engine.state_size();
+        self.shared.keys.store(keys as u64, Ordering::Relaxed);
+        self.shared.entries.store(entries as u64, Ordering::Relaxed);
+        *self.shared.counters.lock().unwrap_or_else(|e| e.into_inner()) = engine.counters().clone();
         self.shared.set(RunState::Running, None);
         tracing::info!(rule = %name, version = self.rule.version, kind = self.rule.kind.name(), "rule running");
 
@@ -1177,9 +1183,8 @@ async fn recover_ids(
     name: &str,
     streams: &BTreeMap<String, Arc<Stream>>,
     recorded: &Offsets,
-    fresh: bool,
 ) -> Result<HashSet<String>, RulesError> {
-    if fresh || recorded.is_empty() {
+    if recorded.is_empty() {
         return Ok(HashSet::new());
     }
     let name = name.to_string();

@@ -177,7 +177,11 @@ async fn a_crash_between_append_and_commit_resumes_from_the_last_commit_without_
     wait_processed(&rules, "adds", first.len() as u64).await;
     append(&log, "events", second).await;
     eventually("the crash point", async || crash.crashed()).await;
-    assert_eq!(read_stream(&log, "derived").len(), expected_adds, "every output went out before the crash");
+    let first_adds = first.iter().filter(|e| e["event"] == "AddToCart").count();
+    assert!(
+        read_stream(&log, "derived").len() > first_adds,
+        "outputs of both halves went out before the crash, none of them committed"
+    );
     rules.close().await;
     drop(rules);
 
