@@ -43,6 +43,7 @@ pub use rule::{
 };
 pub use runtime::{
     BACKTEST_EVENTS_MAX, BACKTEST_OUTPUTS_MAX, BacktestReport, BacktestRequest, BacktestRule, CrashPoint, ID_HEADER,
-    OUTPUT_BATCH_RECORDS_MAX, Position, READ_BYTES_MAX, READ_RECORDS_MAX, RECOVERY_SCAN_RECORDS_MAX, RULE_FILES_MAX,
-    RULE_HEADER, RULES_MAX, ReloadReport, RuleStatus, Rules, RulesConfig, RunState, StartFrom,
+    OUTPUT_BATCH_RECORDS_MAX, PENDING_APPENDS_MAX, Position, READ_BYTES_MAX, READ_RECORDS_MAX,
+    RECOVERY_SCAN_RECORDS_MAX, RULE_FILES_MAX, RULE_HEADER, RULES_MAX, ReloadReport, RuleStatus, Rules, RulesConfig,
+    RunState, StartFrom,
 };
