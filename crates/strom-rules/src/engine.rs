@@ -86,7 +86,7 @@ pub enum OutputKind {
 }
 
 /// One record the runtime appends.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     pub kind: OutputKind,
     pub stream: String,
@@ -95,7 +95,30 @@ pub struct Output {
     /// Deterministic: the same input gives the same id.
     pub id: String,
     pub timestamp_ms: i64,
-    pub value: Json,
+    /// The record's value: JSON text, written once by the engine and appended as it is.
+    pub value: String,
+}
+
+impl Output {
+    /// The value as a JSON tree (for tests, backtests and the API; not on the hot path).
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.value).unwrap_or(Json::Null)
+    }
+}
+
+/// Serialized with the value as JSON, not as a string of JSON.
+impl Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut output = serializer.serialize_struct("Output", 6)?;
+        output.serialize_field("kind", &self.kind)?;
+        output.serialize_field("stream", &self.stream)?;
+        output.serialize_field("key", &self.key)?;
+        output.serialize_field("id", &self.id)?;
+        output.serialize_field("timestamp_ms", &self.timestamp_ms)?;
+        output.serialize_field("value", &self.json())?;
+        output.end()
+    }
 }
 
 /// What the engine counted since it was made.
@@ -210,8 +233,9 @@ pub struct Engine {
     /// What expressions evaluated per event read of it.
     /// What the rule reads of an input event: the runtime parses only that.
     input_paths: Paths,
-    /// `context` of every derived event (`{"rule": {"name", "version"}}`), built once.
-    context: Json,
+    /// `context` of every derived event (`{"rule": {"name", "version"}}`), as JSON text,
+    /// built once.
+    context: String,
     /// What `where` (and a filter's condition) read, with the event time: enough to tell
     /// that an event is not for this rule (`screen`).
     screen_paths: Option<Paths>,
@@ -234,7 +258,7 @@ impl Engine {
         let out_of_orderness_ms = rule.out_of_orderness_ms.unwrap_or(config.out_of_orderness_ms);
         let input_paths = input_paths(&rule);
         let screen_paths = screen_paths(&rule);
-        let context = json!({"rule": {"name": rule.name, "version": rule.version}});
+        let context = json!({"rule": {"name": rule.name, "version": rule.version}}).to_string();
         let mut config = config;
         if let Some(keys_max) = rule.limits.keys_max {
             config.keys_max = keys_max;
@@ -540,7 +564,9 @@ impl Engine {
                     &input.offset.to_be_bytes(),
                 ]),
                 timestamp_ms: Engine::event_time_ms(input.event, input.record_timestamp_ms),
-                value: input.event.clone(),
+                // The runtime puts the record's own bytes here (the engine may have been given
+                // only the fields the rule reads).
+                value: serde_json::to_string(input.event).unwrap_or_default(),
             });
         }
     }
@@ -1225,15 +1251,24 @@ impl Engine {
         let rule = self.rule.clone();
         self.counters.emits += 1;
         let (id_field, id_value) = identity(&rule, key);
-        let mut event = serde_json::Map::new();
-        event.insert("type".into(), json!("track"));
-        event.insert("event".into(), json!(name));
-        event.insert("messageId".into(), json!(firing_id));
-        event.insert(id_field.into(), json!(id_value));
-        event.insert("timestamp".into(), json!(format_time_ms(time_ms)));
-        event.insert("properties".into(), properties);
-        event.insert("context".into(), self.context.clone());
-        let event = Json::Object(event);
+        // Written straight to text in a fixed order: building a JSON tree and serialising it
+        // costs dozens of allocations per firing.
+        let mut event = String::with_capacity(256);
+        event.push_str(r#"{"type":"track","event":"#);
+        push_json(&mut event, &name);
+        event.push_str(r#","messageId":""#);
+        event.push_str(&firing_id);
+        event.push_str(r#"",""#);
+        event.push_str(id_field);
+        event.push_str(r#"":"#);
+        push_json(&mut event, id_value);
+        event.push_str(r#","timestamp":""#);
+        event.push_str(&format_time_ms(time_ms));
+        event.push_str(r#"","properties":"#);
+        push_json(&mut event, &properties);
+        event.push_str(r#","context":"#);
+        event.push_str(&self.context);
+        event.push('}');
         let record_key = record_key(&rule.key, key).to_string();
         if let Some(stream) = &rule.emit.stream {
             out.push(Output {
@@ -1242,15 +1277,18 @@ impl Engine {
                 key: Some(record_key.clone()),
                 id: firing_id.clone(),
                 timestamp_ms: time_ms,
-                value: event.clone(),
+                value: if rule.actions.is_empty() { std::mem::take(&mut event) } else { event.clone() },
             });
         }
+        // The derived event as a tree, only for a payload expression that reads it.
+        let mut tree: Option<Json> = None;
         for (index, action) in rule.actions.iter().enumerate() {
             let payload = match &action.payload {
                 Some(expr) => {
+                    let tree = tree.get_or_insert_with(|| serde_json::from_str(&event).unwrap_or(Json::Null));
                     let key_value = Json::String(record_key.clone());
-                    match expr.json(&[("event", &event), ("key", &key_value)]) {
-                        Ok(payload) => payload,
+                    match expr.json(&[("event", tree), ("key", &key_value)]) {
+                        Ok(payload) => serde_json::to_string(&payload).unwrap_or_default(),
                         Err(error) => {
                             self.eval_error(error);
                             continue;
@@ -1261,19 +1299,25 @@ impl Engine {
             };
             let delivery_id = id(&[firing_id.as_bytes(), b"delivery", &(index as u32).to_be_bytes()]);
             self.counters.deliveries += 1;
+            let mut value = String::with_capacity(payload.len() + 160);
+            value.push_str(r#"{"id":""#);
+            value.push_str(&delivery_id);
+            value.push_str(r#"","destination":"#);
+            push_json(&mut value, &action.webhook);
+            value.push_str(r#","rule":"#);
+            push_json(&mut value, &rule.name);
+            value.push_str(r#","created_ms":"#);
+            value.push_str(&time_ms.to_string());
+            value.push_str(r#","payload":"#);
+            value.push_str(&payload);
+            value.push('}');
             out.push(Output {
                 kind: OutputKind::Delivery,
                 stream: DELIVERIES_STREAM.to_string(),
                 key: Some(action.webhook.clone()),
-                id: delivery_id.clone(),
+                id: delivery_id,
                 timestamp_ms: time_ms,
-                value: json!({
-                    "id": delivery_id,
-                    "destination": action.webhook,
-                    "rule": rule.name,
-                    "created_ms": time_ms,
-                    "payload": payload,
-                }),
+                value,
             });
         }
     }
@@ -1343,6 +1387,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Appends a value as JSON text (strings escaped as JSON requires).
+fn push_json<T: Serialize + ?Sized>(out: &mut String, value: &T) {
+    // serde_json writes valid UTF-8, and the buffer is moved in and out without a copy.
+    let mut bytes = std::mem::take(out).into_bytes();
+    if serde_json::to_writer(&mut bytes, value).is_err() {
+        bytes.extend_from_slice(b"null");
+    }
+    *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
 /// A partial match's captured event, back to JSON.
@@ -1541,7 +1595,8 @@ emit: {stream: derived, event: CartAbandoned}
         assert_eq!(engine.state_size(), (2, 3));
         assert_eq!((engine.counters().matches_dropped, engine.counters().keys_refused), (1, 1));
         engine.flush(&mut out);
-        let carts: Vec<&str> = out.iter().map(|o| o.value["properties"]["cart"]["cart_id"].as_str().unwrap()).collect();
+        let carts: Vec<String> =
+            out.iter().map(|o| o.json()["properties"]["cart"]["cart_id"].as_str().unwrap().to_string()).collect();
         assert_eq!(carts, ["b", "c", "d"], "the oldest of u1 was dropped, u3 never added");
     }
 }

@@ -1123,10 +1123,9 @@ impl Runner {
                 Some(key) => strom_log::partitioner::partition_for_key(key.as_bytes(), partitions),
                 None => 0,
             };
-            let value = serde_json::to_vec(&output.value).unwrap_or_default();
             groups.entry((output.stream.clone(), partition)).or_default().push(RecordIn {
                 key: output.key.map(Bytes::from),
-                value: Some(Bytes::from(value)),
+                value: Some(Bytes::from(output.value)),
                 timestamp_ms: now,
                 headers: vec![
                     (RULE_HEADER.to_string(), Bytes::copy_from_slice(name.as_bytes())),
@@ -1321,9 +1320,9 @@ fn parse(
 fn copy_late_events_whole(outputs: &mut [Output], raw: Option<&[u8]>) {
     for output in outputs {
         if output.kind == OutputKind::Late
-            && let Some(whole) = raw.and_then(|raw| serde_json::from_slice(raw).ok())
+            && let Some(whole) = raw.and_then(|raw| std::str::from_utf8(raw).ok())
         {
-            output.value = whole;
+            output.value = whole.to_string();
         }
     }
 }

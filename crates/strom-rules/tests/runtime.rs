@@ -411,7 +411,7 @@ async fn a_backtest_reports_what_a_rule_would_have_emitted_and_emits_nothing() {
     let report = rules.backtest(request.clone()).await.unwrap();
     assert_eq!(report.events_read, 4);
     assert_eq!(report.outputs_total, 1);
-    assert_eq!(report.outputs[0].value["properties"]["cart_id"], "c1");
+    assert_eq!(report.outputs[0].json()["properties"]["cart_id"], "c1");
     assert!(log.stream("derived").is_err(), "a backtest appends nothing");
 
     let report = rules.backtest(BacktestRequest { max_outputs: 0, ..request }).await.unwrap();
