@@ -239,6 +239,10 @@ pub struct Engine {
     /// What `where` (and a filter's condition) read, with the event time: enough to tell
     /// that an event is not for this rule (`screen`).
     screen_paths: Option<Paths>,
+    /// Strings one of which an event's text must contain to pass `where`, and a filter's
+    /// condition (see `screen`).
+    where_needles: Option<Vec<Vec<u8>>>,
+    filter_needles: Option<Vec<Vec<u8>>>,
     /// By (index of the stream in the rule's streams, partition).
     partitions: BTreeMap<(u16, u32), PartitionClock>,
     watermark_ms: i64,
@@ -258,6 +262,15 @@ impl Engine {
         let out_of_orderness_ms = rule.out_of_orderness_ms.unwrap_or(config.out_of_orderness_ms);
         let input_paths = input_paths(&rule);
         let screen_paths = screen_paths(&rule);
+        let needles_of = |expr: &Expr| {
+            let strings = crate::screen::required_literals(expr.fast()?)?;
+            crate::screen::needles(&strings)
+        };
+        let where_needles = rule.condition.as_ref().and_then(needles_of);
+        let filter_needles = match &rule.kind {
+            Kind::Filter { condition } if condition.paths_reads_only_event() => needles_of(condition),
+            _ => None,
+        };
         let context = json!({"rule": {"name": rule.name, "version": rule.version}}).to_string();
         let mut config = config;
         if let Some(keys_max) = rule.limits.keys_max {
@@ -273,6 +286,8 @@ impl Engine {
             input_paths,
             context,
             screen_paths,
+            where_needles,
+            filter_needles,
             partitions: BTreeMap::new(),
             watermark_ms: i64::MIN,
             keys: HashMap::new(),
@@ -360,8 +375,51 @@ impl Engine {
         self.handle(input, Some(time_ms), position, out);
         // The partition's clock moves after the event is handled: an event is judged late
         // against the watermark from before it.
+        self.observe(stream_index, input.partition, time_ms, now_ms, out);
+    }
+
+    /// Screens an event on its JSON text: when the text shows that `where` (or a filter's
+    /// condition) cannot hold, the event is counted and its time moves the watermark, as
+    /// `process` would do, and true is returned; otherwise nothing happens and the caller
+    /// parses the event and calls `process`.
+    pub fn screen_raw(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        text: &[u8],
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        // Only objects: anything else takes `process`'s way (it is skipped and counted there).
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return false;
+        }
+        let fails_where = self.where_needles.as_ref().is_some_and(|n| crate::screen::lacks_all(text, n));
+        let fails_filter =
+            !fails_where && self.filter_needles.as_ref().is_some_and(|n| crate::screen::lacks_all(text, n));
+        if !fails_where && !fails_filter {
+            return false;
+        }
+        let filter = matches!(self.rule.kind, Kind::Filter { .. });
+        let time_ms = if filter { None } else { crate::screen::top_level_time(text) };
+        if !filter && time_ms.is_none() {
+            return false;
+        }
+        self.counters.events_in += 1;
+        if fails_where {
+            self.counters.events_skipped += 1;
+        }
+        if let Some(time_ms) = time_ms {
+            let stream_index = self.stream_index(stream).unwrap_or(0);
+            self.observe(stream_index, partition, time_ms, now_ms, out);
+        }
+        true
+    }
+
+    /// Moves a partition's clock with an event's time, and finalises what is due.
+    fn observe(&mut self, stream_index: u16, partition: u32, time_ms: i64, now_ms: i64, out: &mut Vec<Output>) {
         let rule_watermark = self.watermark_ms;
-        let clock = self.partitions.entry((stream_index, input.partition)).or_insert(PartitionClock {
+        let clock = self.partitions.entry((stream_index, partition)).or_insert(PartitionClock {
             max_event_ms: None,
             watermark_ms: i64::MIN,
             last_input_ms: now_ms,

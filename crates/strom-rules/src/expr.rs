@@ -135,6 +135,11 @@ impl Expr {
         self.variables.iter().all(|(name, _)| name == "event")
     }
 
+    /// The direct evaluator's form, when it has one.
+    pub(crate) fn fast(&self) -> Option<&Fast> {
+        self.fast.as_deref()
+    }
+
     /// Whether the direct evaluator runs it (else the CEL interpreter does).
     pub fn is_fast(&self) -> bool {
         self.fast.is_some()

@@ -25,6 +25,7 @@ mod ids;
 mod node;
 mod rule;
 mod runtime;
+mod screen;
 mod store;
 
 pub use aggregate::COUNT_DISTINCT_MAX;

@@ -1271,6 +1271,12 @@ fn read_and_process(turn: &mut Turn, now: i64) {
             {
                 continue;
             }
+            // Most events are not for the rule, and their text says so.
+            if let Some(value) = &record.value
+                && turn.engine.screen_raw(&stream.name, *partition_id, value, now, &mut turn.outputs)
+            {
+                continue;
+            }
             let Some(event) = record.value.as_ref().and_then(|v| parse(&turn.engine, v, &paths, screen.as_ref()))
             else {
                 turn.skipped += 1;
