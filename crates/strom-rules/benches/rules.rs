@@ -276,6 +276,11 @@ fn engine_rate(label: &str, source: &str, events: &[(String, String)]) {
     let mut engine = Engine::new(rule, EngineConfig::default());
     let started = Instant::now();
     for (offset, (_, json)) in events.iter().enumerate() {
+        // As the runtime does: the text first, then the fields screening reads, then the rest.
+        if engine.screen_raw("events", 0, json.as_bytes(), T0, &mut outputs) {
+            outputs.clear();
+            continue;
+        }
         let event = match engine.screen_paths() {
             Some(screen) => {
                 let partial = strom_rules::parse_pruned(json.as_bytes(), screen).unwrap();
@@ -294,7 +299,7 @@ fn engine_rate(label: &str, source: &str, events: &[(String, String)]) {
     }
     let with_parse = started.elapsed().as_secs_f64();
     println!(
-        "engine {label}: {:.0} events/s (parsed events), {:.0} events/s (with parsing of the fields it reads)",
+        "engine {label}: {:.0} events/s (parsed events), {:.0} events/s (from JSON text, screened and parsed as the runtime does)",
         events.len() as f64 / engine_only,
         events.len() as f64 / with_parse
     );

@@ -1111,30 +1111,29 @@ impl Runner {
     ) -> Result<u64, RulesError> {
         let now = self.clock.now_ms();
         let mut skipped = 0;
-        let mut groups: BTreeMap<(String, u32), Vec<RecordIn>> = BTreeMap::new();
+        let mut groups: BTreeMap<(&str, u32), Vec<RecordIn>> = BTreeMap::new();
+        // One copy of the rule's name for every record's header (`Bytes` clones share it).
+        let name = Bytes::copy_from_slice(name.as_bytes());
         for output in outputs {
             if !already.is_empty() && already.remove(&output.id) {
                 skipped += 1;
                 continue;
             }
-            let Some(stream) = streams.get(&output.stream) else { continue };
+            let Some((stream_name, stream)) = streams.get_key_value(&output.stream) else { continue };
             let partitions = stream.partitions().len() as u32;
             let partition = match &output.key {
                 Some(key) => strom_log::partitioner::partition_for_key(key.as_bytes(), partitions),
                 None => 0,
             };
-            groups.entry((output.stream.clone(), partition)).or_default().push(RecordIn {
+            groups.entry((stream_name.as_str(), partition)).or_default().push(RecordIn {
                 key: output.key.map(Bytes::from),
                 value: Some(Bytes::from(output.value)),
                 timestamp_ms: now,
-                headers: vec![
-                    (RULE_HEADER.to_string(), Bytes::copy_from_slice(name.as_bytes())),
-                    (ID_HEADER.to_string(), Bytes::from(output.id)),
-                ],
+                headers: vec![(RULE_HEADER.to_string(), name.clone()), (ID_HEADER.to_string(), Bytes::from(output.id))],
             });
         }
         for ((stream, partition), records) in &groups {
-            let partition = streams[stream].partition(*partition)?;
+            let partition = streams[*stream].partition(*partition)?;
             for chunk in records.chunks(OUTPUT_BATCH_RECORDS_MAX) {
                 let batch = EncodedBatch::encode(chunk)?;
                 // Queued in order now (a partition appends in submission order).
