@@ -341,6 +341,14 @@ impl Rules {
         for error in &errors {
             tracing::error!(%error, "rule refused");
         }
+        // A rule whose file was removed while Strom was down is forgotten, as a reload would
+        // (a refused file still exists, and keeps its rule's state).
+        let present: BTreeSet<String> =
+            files.iter().map(|f| f.name.clone()).chain(errors.iter().filter_map(|e| file_stem(&e.origin))).collect();
+        for name in rules.store.rules()?.difference(&present) {
+            tracing::info!(rule = %name, "forgetting the state of a rule whose file is gone");
+            rules.store.clear(name, true)?;
+        }
         {
             let mut entries = rules.entries.try_lock().map_err(|_| RulesError::Closed)?;
             for file in files {
