@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::aggregate::Accumulator;
-use crate::expr::{Paths, cel_string, to_cel, to_cel_pruned};
+use crate::expr::{EvalError, Expr, Paths};
 use crate::ids::{format_time_ms, id, parse_time_ms};
 use crate::rule::{AnomalySpec, Detector, KeySpec, Kind, PatternSpec, PatternStart, Rule, WindowSpec, WindowType};
 
@@ -86,7 +86,7 @@ pub enum OutputKind {
 }
 
 /// One record the runtime appends.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     pub kind: OutputKind,
     pub stream: String,
@@ -95,7 +95,30 @@ pub struct Output {
     /// Deterministic: the same input gives the same id.
     pub id: String,
     pub timestamp_ms: i64,
-    pub value: Json,
+    /// The record's value: JSON text, written once by the engine and appended as it is.
+    pub value: String,
+}
+
+impl Output {
+    /// The value as a JSON tree (for tests, backtests and the API; not on the hot path).
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.value).unwrap_or(Json::Null)
+    }
+}
+
+/// Serialized with the value as JSON, not as a string of JSON.
+impl Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut output = serializer.serialize_struct("Output", 6)?;
+        output.serialize_field("kind", &self.kind)?;
+        output.serialize_field("stream", &self.stream)?;
+        output.serialize_field("key", &self.key)?;
+        output.serialize_field("id", &self.id)?;
+        output.serialize_field("timestamp_ms", &self.timestamp_ms)?;
+        output.serialize_field("value", &self.json())?;
+        output.end()
+    }
 }
 
 /// What the engine counted since it was made.
@@ -167,8 +190,9 @@ pub(crate) struct KeyState {
     partials: Vec<Partial>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     windows: Vec<OpenWindow>,
+    /// Boxed: most rules are not anomaly rules, and a key's state should stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    anomaly: Option<AnomalyState>,
+    anomaly: Option<Box<AnomalyState>>,
 }
 
 impl KeyState {
@@ -200,15 +224,27 @@ pub(crate) struct Meta {
 
 /// Keys whose state changed since the last `take_changes`, with their new state (`None`:
 /// deleted).
-pub(crate) type Changes = Vec<(Arc<str>, Option<Vec<u8>>)>;
+pub type Changes = Vec<(Arc<str>, Option<Vec<u8>>)>;
 
 pub struct Engine {
     rule: Arc<Rule>,
     config: EngineConfig,
     out_of_orderness_ms: i64,
     /// What expressions evaluated per event read of it.
-    event_paths: Paths,
-    partitions: BTreeMap<(String, u32), PartitionClock>,
+    /// What the rule reads of an input event: the runtime parses only that.
+    input_paths: Paths,
+    /// `context` of every derived event (`{"rule": {"name", "version"}}`), as JSON text,
+    /// built once.
+    context: String,
+    /// What `where` (and a filter's condition) read, with the event time: enough to tell
+    /// that an event is not for this rule (`screen`).
+    screen_paths: Option<Paths>,
+    /// Strings one of which an event's text must contain to pass `where`, and a filter's
+    /// condition (see `screen`).
+    where_needles: Option<Vec<Vec<u8>>>,
+    filter_needles: Option<Vec<Vec<u8>>>,
+    /// By (index of the stream in the rule's streams, partition).
+    partitions: BTreeMap<(u16, u32), PartitionClock>,
     watermark_ms: i64,
     keys: HashMap<Arc<str>, KeyState>,
     /// (time, key): the key's earliest state that closes at `time`.
@@ -224,7 +260,18 @@ pub struct Engine {
 impl Engine {
     pub fn new(rule: Arc<Rule>, config: EngineConfig) -> Engine {
         let out_of_orderness_ms = rule.out_of_orderness_ms.unwrap_or(config.out_of_orderness_ms);
-        let event_paths = event_paths(&rule);
+        let input_paths = input_paths(&rule);
+        let screen_paths = screen_paths(&rule);
+        let needles_of = |expr: &Expr| {
+            let strings = crate::screen::required_literals(expr.fast()?)?;
+            crate::screen::needles(&strings)
+        };
+        let where_needles = rule.condition.as_ref().and_then(needles_of);
+        let filter_needles = match &rule.kind {
+            Kind::Filter { condition } if condition.paths_reads_only_event() => needles_of(condition),
+            _ => None,
+        };
+        let context = json!({"rule": {"name": rule.name, "version": rule.version}}).to_string();
         let mut config = config;
         if let Some(keys_max) = rule.limits.keys_max {
             config.keys_max = keys_max;
@@ -236,7 +283,11 @@ impl Engine {
             rule,
             config,
             out_of_orderness_ms,
-            event_paths,
+            input_paths,
+            context,
+            screen_paths,
+            where_needles,
+            filter_needles,
             partitions: BTreeMap::new(),
             watermark_ms: i64::MIN,
             keys: HashMap::new(),
@@ -247,6 +298,26 @@ impl Engine {
             counters: Counters::default(),
             last_error: None,
         }
+    }
+
+    /// The parts of an input event the rule reads: give `process` at least these (the
+    /// runtime parses only them, see `parse_pruned`).
+    pub fn input_paths(&self) -> &Paths {
+        &self.input_paths
+    }
+
+    /// The parts of an event `screen` needs, when the rule has a condition to screen with.
+    pub fn screen_paths(&self) -> Option<&Paths> {
+        self.screen_paths.as_ref()
+    }
+
+    /// True when an event (parsed with at least `screen_paths`) fails `where` or a filter's
+    /// condition: it only moves the watermark, so `process` needs no more of it. The runtime
+    /// parses most events only this far.
+    pub fn screens_out(&self, event: &Json) -> bool {
+        let fails = |expr: &Expr| !matches!(expr.test(&[("event", event)]), Ok(true));
+        self.rule.condition.as_ref().is_some_and(fails)
+            || matches!(&self.rule.kind, Kind::Filter { condition } if condition.paths_reads_only_event() && fails(condition))
     }
 
     pub fn rule(&self) -> &Arc<Rule> {
@@ -275,7 +346,8 @@ impl Engine {
     /// Makes a partition count for the watermark before it delivered anything, so that the
     /// rule waits for it (or for it to be idle) rather than racing ahead.
     pub fn register_partition(&mut self, stream: &str, partition: u32, now_ms: i64) {
-        self.partitions.entry((stream.to_string(), partition)).or_insert(PartitionClock {
+        let Some(stream) = self.stream_index(stream) else { return };
+        self.partitions.entry((stream, partition)).or_insert(PartitionClock {
             max_event_ms: None,
             watermark_ms: i64::MIN,
             last_input_ms: now_ms,
@@ -293,22 +365,78 @@ impl Engine {
     /// Processes one event read at wall-clock time `now_ms`.
     pub fn process(&mut self, input: &Input<'_>, now_ms: i64, out: &mut Vec<Output>) {
         self.counters.events_in += 1;
-        let time_ms = Engine::event_time_ms(input.event, input.record_timestamp_ms);
-        let stream_index = self.rule.streams.iter().position(|s| s == input.stream).unwrap_or(0) as u16;
+        let stream_index = self.stream_index(input.stream).unwrap_or(0);
         let position = Position(stream_index, input.partition, input.offset);
-        self.handle(input, time_ms, position, out);
+        if matches!(self.rule.kind, Kind::Filter { .. }) {
+            // Stateless: no watermark to keep, and the event time only matters for an output.
+            return self.handle(input, None, position, out);
+        }
+        let time_ms = Engine::event_time_ms(input.event, input.record_timestamp_ms);
+        self.handle(input, Some(time_ms), position, out);
         // The partition's clock moves after the event is handled: an event is judged late
         // against the watermark from before it.
-        let clock = self.partitions.entry((input.stream.to_string(), input.partition)).or_insert(PartitionClock {
+        self.observe(stream_index, input.partition, time_ms, now_ms, out);
+    }
+
+    /// Screens an event on its JSON text: when the text shows that `where` (or a filter's
+    /// condition) cannot hold, the event is counted and its time moves the watermark, as
+    /// `process` would do, and true is returned; otherwise nothing happens and the caller
+    /// parses the event and calls `process`.
+    pub fn screen_raw(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        text: &[u8],
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        // Only objects: anything else takes `process`'s way (it is skipped and counted there).
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return false;
+        }
+        let fails_where = self.where_needles.as_ref().is_some_and(|n| crate::screen::lacks_all(text, n));
+        let fails_filter =
+            !fails_where && self.filter_needles.as_ref().is_some_and(|n| crate::screen::lacks_all(text, n));
+        if !fails_where && !fails_filter {
+            return false;
+        }
+        let filter = matches!(self.rule.kind, Kind::Filter { .. });
+        let time_ms = if filter { None } else { crate::screen::top_level_time(text) };
+        if !filter && time_ms.is_none() {
+            return false;
+        }
+        self.counters.events_in += 1;
+        if fails_where {
+            self.counters.events_skipped += 1;
+        }
+        if let Some(time_ms) = time_ms {
+            let stream_index = self.stream_index(stream).unwrap_or(0);
+            self.observe(stream_index, partition, time_ms, now_ms, out);
+        }
+        true
+    }
+
+    /// Moves a partition's clock with an event's time, and finalises what is due.
+    fn observe(&mut self, stream_index: u16, partition: u32, time_ms: i64, now_ms: i64, out: &mut Vec<Output>) {
+        let rule_watermark = self.watermark_ms;
+        let clock = self.partitions.entry((stream_index, partition)).or_insert(PartitionClock {
             max_event_ms: None,
             watermark_ms: i64::MIN,
             last_input_ms: now_ms,
         });
         clock.last_input_ms = now_ms;
         clock.max_event_ms = Some(clock.max_event_ms.map_or(time_ms, |max| max.max(time_ms)));
-        clock.watermark_ms = clock.watermark_ms.max(time_ms.saturating_sub(self.out_of_orderness_ms));
-        self.update_watermark();
+        let before = clock.watermark_ms;
+        clock.watermark_ms = before.max(time_ms.saturating_sub(self.out_of_orderness_ms));
+        // Only a partition at or below the rule's watermark can be the one holding it back.
+        if clock.watermark_ms > before && before <= rule_watermark {
+            self.update_watermark();
+        }
         self.fire(out);
+    }
+
+    fn stream_index(&self, stream: &str) -> Option<u16> {
+        self.rule.streams.iter().position(|s| s == stream).map(|i| i as u16)
     }
 
     /// Moves idle partitions' watermarks with the wall clock and finalises what is due.
@@ -341,44 +469,47 @@ impl Engine {
         self.watermark_ms.saturating_sub(self.rule.allowed_lateness_ms)
     }
 
-    fn handle(&mut self, input: &Input<'_>, time_ms: i64, position: Position, out: &mut Vec<Output>) {
+    fn handle(&mut self, input: &Input<'_>, time_ms: Option<i64>, position: Position, out: &mut Vec<Output>) {
         let rule = self.rule.clone();
-        if !input.event.is_object() {
+        let event = input.event;
+        if !event.is_object() {
             self.counters.events_skipped += 1;
             return;
         }
-        let Some(key) = self.key_of(input.event) else {
+        // `where` first: it reads only the event, and most events stop here.
+        if let Some(condition) = &rule.condition
+            && !self.condition(condition, &[("event", event)])
+        {
+            self.counters.events_skipped += 1;
+            return;
+        }
+        // A filter's condition that reads only the event comes before the key, so that an
+        // event screened with `screen_paths` takes the same way as a whole one.
+        let filter_checked = match &rule.kind {
+            Kind::Filter { condition } if condition.paths_reads_only_event() => {
+                if !self.condition(condition, &[("event", event)]) {
+                    return;
+                }
+                true
+            }
+            _ => false,
+        };
+        let Some(key) = self.key_of(event) else {
             self.counters.events_skipped += 1;
             return;
         };
-        let event = to_cel_pruned(input.event, &self.event_paths);
-        let key_value = cel_string(record_key(&rule.key, &key));
-        if let Some(condition) = &rule.condition {
-            match condition.test(&[("event", event.clone()), ("key", key_value.clone())]) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.counters.events_skipped += 1;
-                    return;
-                }
-                Err(error) => {
-                    self.eval_error(error.to_string());
-                    self.counters.events_skipped += 1;
-                    return;
-                }
-            }
-        }
+        let key_value = Json::String(record_key(&rule.key, &key).to_string());
+        let time_ms = time_ms.unwrap_or_else(|| Engine::event_time_ms(event, input.record_timestamp_ms));
         match &rule.kind {
             Kind::Filter { condition } => {
-                match condition.test(&[("event", event.clone()), ("key", key_value.clone())]) {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(error) => return self.eval_error(error.to_string()),
+                if !filter_checked && !self.condition(condition, &[("event", event), ("key", &key_value)]) {
+                    return;
                 }
                 self.counters.matches += 1;
                 let properties = match &rule.emit.properties {
-                    Some(expr) => match expr.object(&[("event", event), ("key", key_value)]) {
+                    Some(expr) => match expr.object(&[("event", event), ("key", &key_value)]) {
                         Ok(map) => Json::Object(map),
-                        Err(error) => return self.eval_error(error.to_string()),
+                        Err(error) => return self.eval_error(error),
                     },
                     None => input.event.get("properties").cloned().unwrap_or_else(|| json!({})),
                 };
@@ -404,16 +535,23 @@ impl Engine {
                 if time_ms < self.horizon_ms() {
                     return self.late(input, &key, out);
                 }
-                self.pattern_event(spec, &key, key_value, time_ms, position, &event, input.event, out);
+                self.pattern_event(spec, &key, &key_value, time_ms, position, event, out);
             }
-            Kind::Window(spec) => self.window_event(spec, &key, key_value, time_ms, &event, input, out),
-            Kind::Anomaly(spec) => self.anomaly_event(spec, &key, key_value, time_ms, &event, input, out),
+            Kind::Window(spec) => {
+                let key = self.intern(&key);
+                self.window_event(spec, &key, &key_value, time_ms, input, out)
+            }
+            Kind::Anomaly(spec) => {
+                let key = self.intern(&key);
+                self.anomaly_event(spec, &key, &key_value, time_ms, input, out)
+            }
         }
     }
 
     /// The key's internal name: `u:`/`a:` and the user for `key: user` (so that the derived
-    /// event can say which id it was), `*` for `key: none`, the value for an expression.
-    fn key_of(&mut self, event: &Json) -> Option<Arc<str>> {
+    /// event can say which id it was), the rule's name for `key: none`, the value for an
+    /// expression.
+    fn key_of(&mut self, event: &Json) -> Option<String> {
         let text = |value: &Json| match value {
             Json::String(s) if !s.is_empty() => Some(s.clone()),
             Json::Number(n) => Some(n.to_string()),
@@ -421,30 +559,52 @@ impl Engine {
         };
         let key = match &self.rule.key {
             KeySpec::User => {
-                if let Some(user) = event.get("userId").and_then(text) {
-                    format!("u:{user}")
-                } else {
-                    format!("a:{}", event.get("anonymousId").and_then(text)?)
-                }
+                // Built by hand: `format!` is measurably slow on this path.
+                let (prefix, user) = match event.get("userId").and_then(text) {
+                    Some(user) => ("u:", user),
+                    None => ("a:", event.get("anonymousId").and_then(text)?),
+                };
+                let mut key = String::with_capacity(2 + user.len());
+                key.push_str(prefix);
+                key.push_str(&user);
+                key
             }
-            KeySpec::Global => "*".to_string(),
-            KeySpec::Expr(expr) => {
-                let event = to_cel_pruned(event, &self.event_paths);
-                match expr.json(&[("event", event)]) {
-                    Ok(value) => text(&value)?,
-                    Err(error) => {
-                        self.eval_error(error.to_string());
-                        return None;
+            KeySpec::Global => self.rule.name.clone(),
+            KeySpec::Expr(expr) => match expr.json(&[("event", event)]) {
+                Ok(value) => text(&value)?,
+                Err(error) => {
+                    if !error.missing {
+                        self.eval_error(error);
                     }
+                    return None;
                 }
-            }
+            },
         };
-        Some(Arc::from(key))
+        Some(key)
     }
 
-    fn eval_error(&mut self, why: String) {
+    /// The key's shared name: the map's own when the key has state (no allocation).
+    fn intern(&self, key: &str) -> Arc<str> {
+        self.keys.get_key_value(key).map_or_else(|| Arc::from(key), |(k, _)| k.clone())
+    }
+
+    fn eval_error(&mut self, error: EvalError) {
         self.counters.eval_errors += 1;
-        self.last_error = Some(why);
+        self.last_error = Some(error.to_string());
+    }
+
+    /// A condition's verdict. A field the event lacks makes it false without an error
+    /// (`event.event == "AddToCart"` on a page call); other errors are counted.
+    fn condition(&mut self, expr: &Expr, variables: &[(&str, &Json)]) -> bool {
+        match expr.test(variables) {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                if !error.missing {
+                    self.eval_error(error);
+                }
+                false
+            }
+        }
     }
 
     fn late(&mut self, input: &Input<'_>, key: &str, out: &mut Vec<Output>) {
@@ -462,7 +622,9 @@ impl Engine {
                     &input.offset.to_be_bytes(),
                 ]),
                 timestamp_ms: Engine::event_time_ms(input.event, input.record_timestamp_ms),
-                value: input.event.clone(),
+                // The runtime puts the record's own bytes here (the engine may have been given
+                // only the fields the rule reads).
+                value: serde_json::to_string(input.event).unwrap_or_default(),
             });
         }
     }
@@ -480,7 +642,14 @@ impl Engine {
     }
 
     /// Puts a key's state back after a change: counts, timer, dirty mark.
-    fn put_state(&mut self, key: &Arc<str>, state: KeyState, before_entries: usize) {
+    fn put_state(&mut self, key: &Arc<str>, mut state: KeyState, before_entries: usize) {
+        // Vectors grow by doubling; a key usually holds one or two entries for a long time.
+        if state.partials.capacity() > state.partials.len() {
+            state.partials.shrink_to_fit();
+        }
+        if state.windows.capacity() > state.windows.len() {
+            state.windows.shrink_to_fit();
+        }
         self.entries = (self.entries + state.entries()).saturating_sub(before_entries);
         let timer = self.deadline(&state);
         if let Some(old) = self.timer_of.remove(key) {
@@ -546,26 +715,20 @@ impl Engine {
     fn pattern_event(
         &mut self,
         spec: &PatternSpec,
-        key: &Arc<str>,
-        key_value: cel::Value,
+        key: &str,
+        key_value: &Json,
         time_ms: i64,
         position: Position,
-        event: &cel::Value,
-        raw: &Json,
+        event: &Json,
         out: &mut Vec<Output>,
     ) {
         // Evaluate the first step before touching state: most events start nothing.
-        let starts = match spec.steps[0].condition.test(&[("event", event.clone()), ("key", key_value.clone())]) {
-            Ok(starts) => starts,
-            Err(error) => {
-                self.eval_error(error.to_string());
-                false
-            }
-        };
+        let starts = self.condition(&spec.steps[0].condition, &[("event", event), ("key", key_value)]);
         let has_state = self.keys.get(key).is_some_and(|s| !s.partials.is_empty());
         if !starts && !has_state {
             return;
         }
+        let key = &self.intern(key);
         let Some(mut state) = self.take_state(key) else { return };
         let before = state.entries();
         let mut index = 0;
@@ -577,21 +740,22 @@ impl Engine {
                 index += 1;
                 continue;
             }
-            let mut variables = vec![("event", event.clone()), ("key", key_value.clone())];
-            for (captured, earlier) in partial.captured.iter().zip(&spec.steps) {
-                variables.push((earlier.name.as_str(), parse_captured(captured)));
-            }
-            match step.condition.test(&variables) {
-                Ok(true) => {}
-                Ok(false) => {
-                    index += 1;
-                    continue;
+            // First without the earlier steps' events: most conditions fail on the event
+            // alone (`event.event == "Checkout" && ...`), and then nothing is parsed. Only a
+            // verdict that needs them is computed again with them (expressions are pure, so
+            // a verdict reached without them is the verdict).
+            let verdict = match step.condition.test(&[("event", event), ("key", key_value)]) {
+                Ok(verdict) => verdict,
+                Err(_) => {
+                    let earlier: Vec<Json> = partial.captured.iter().map(|c| parse_captured(c)).collect();
+                    let mut variables = vec![("event", event), ("key", key_value)];
+                    variables.extend(spec.steps.iter().zip(&earlier).map(|(step, value)| (step.name.as_str(), value)));
+                    self.condition(&step.condition, &variables)
                 }
-                Err(error) => {
-                    self.eval_error(error.to_string());
-                    index += 1;
-                    continue;
-                }
+            };
+            if !verdict {
+                index += 1;
+                continue;
             }
             changed = true;
             if step.absent {
@@ -599,7 +763,7 @@ impl Engine {
                 state.partials.remove(index);
                 continue;
             }
-            let captured = capture(raw, &spec.captured[partial.step as usize]);
+            let captured = capture(event, &spec.captured[partial.step as usize]);
             let partial = &mut state.partials[index];
             partial.captured.push(captured);
             partial.step += 1;
@@ -623,7 +787,7 @@ impl Engine {
                 step: 1,
                 start_ms: time_ms,
                 origin: position,
-                captured: vec![capture(raw, &spec.captured[0])],
+                captured: vec![capture(event, &spec.captured[0])],
             });
         }
         if changed {
@@ -665,15 +829,16 @@ impl Engine {
             .steps
             .iter()
             .zip(&partial.captured)
-            .map(|(step, captured)| (step.name.as_str(), serde_json::from_str(captured).unwrap_or(Json::Null)))
+            .map(|(step, captured)| (step.name.as_str(), parse_captured(captured)))
             .collect();
         let properties = match &rule.emit.properties {
             Some(expr) => {
-                let mut variables = vec![("key", cel_string(record_key(&rule.key, key)))];
-                variables.extend(steps.iter().map(|(name, value)| (*name, to_cel(value))));
+                let key_value = Json::String(record_key(&rule.key, key).to_string());
+                let mut variables = vec![("key", &key_value)];
+                variables.extend(steps.iter().map(|(name, value)| (*name, value)));
                 match expr.object(&variables) {
                     Ok(map) => Json::Object(map),
-                    Err(error) => return self.eval_error(error.to_string()),
+                    Err(error) => return self.eval_error(error),
                 }
             }
             None => Json::Object(
@@ -704,25 +869,28 @@ impl Engine {
         &mut self,
         spec: &WindowSpec,
         key: &Arc<str>,
-        key_value: cel::Value,
+        key_value: &Json,
         time_ms: i64,
-        event: &cel::Value,
         input: &Input<'_>,
         out: &mut Vec<Output>,
     ) {
         let horizon = self.horizon_ms();
-        let variables = [("event", event.clone()), ("key", key_value)];
+        let variables = [("event", input.event), ("key", key_value)];
         let mut group = Vec::with_capacity(spec.group_by.len());
         for (_, expr) in &spec.group_by {
             match expr.json(&variables) {
                 Ok(value) => group.push(value),
                 Err(error) => {
-                    self.eval_error(error.to_string());
+                    // A missing field groups as null.
+                    if !error.missing {
+                        self.eval_error(error);
+                    }
                     group.push(Json::Null);
                 }
             }
         }
-        let group: Box<str> = Json::Array(group).to_string().into();
+        // serde_json's writer, not `Display` (which goes through the formatting machinery).
+        let group: Box<str> = serde_json::to_string(&Json::Array(group)).unwrap_or_default().into();
         let values = self.aggregate_values(&spec.aggregates, &variables);
         let Some(mut state) = self.take_state(key) else { return };
         let before = state.entries();
@@ -796,7 +964,7 @@ impl Engine {
     fn aggregate_values(
         &mut self,
         aggregates: &[crate::rule::Aggregate],
-        variables: &[(&str, cel::Value)],
+        variables: &[(&str, &Json)],
     ) -> Vec<Option<Json>> {
         aggregates
             .iter()
@@ -805,7 +973,10 @@ impl Engine {
                 match expr.json(variables) {
                     Ok(value) => Some(value),
                     Err(error) => {
-                        self.eval_error(error.to_string());
+                        // A missing field adds nothing; other errors are counted.
+                        if !error.missing {
+                            self.eval_error(error);
+                        }
                         None
                     }
                 }
@@ -888,30 +1059,23 @@ impl Engine {
             "start_ms": window.start_ms,
             "end_ms": window.end_ms,
         });
-        let needs_variables = spec.having.is_some() || rule.emit.properties.is_some();
-        let variables: Vec<(&str, cel::Value)> = if needs_variables {
-            let mut variables = vec![
-                ("key", cel_string(record_key(&rule.key, key))),
-                ("window", to_cel(&window_value)),
-                ("group", to_cel(&Json::Object(group.clone()))),
-            ];
-            variables.extend(results.iter().map(|(name, value)| (name.as_str(), to_cel(value))));
-            variables
-        } else {
-            Vec::new()
-        };
-        if let Some(having) = &spec.having {
-            match having.test(&variables) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => return self.eval_error(error.to_string()),
-            }
+        let key_value = Json::String(record_key(&rule.key, key).to_string());
+        let group_value = Json::Object(group.clone());
+        let mut variables: Vec<(&str, &Json)> =
+            vec![("key", &key_value), ("window", &window_value), ("group", &group_value)];
+        variables.extend(results.iter().map(|(name, value)| (name.as_str(), value)));
+        if let Some(having) = &spec.having
+            && !self.condition(having, &variables)
+        {
+            return;
         }
+        let custom = rule.emit.properties.as_ref().map(|expr| expr.object(&variables));
+        drop(variables);
         self.counters.matches += 1;
-        let properties = match &rule.emit.properties {
-            Some(expr) => match expr.object(&variables) {
+        let properties = match custom {
+            Some(result) => match result {
                 Ok(map) => Json::Object(map),
-                Err(error) => return self.eval_error(error.to_string()),
+                Err(error) => return self.eval_error(error),
             },
             None => {
                 let mut properties = serde_json::Map::new();
@@ -946,9 +1110,8 @@ impl Engine {
         &mut self,
         spec: &AnomalySpec,
         key: &Arc<str>,
-        key_value: cel::Value,
+        key_value: &Json,
         time_ms: i64,
-        event: &cel::Value,
         input: &Input<'_>,
         out: &mut Vec<Output>,
     ) {
@@ -964,11 +1127,11 @@ impl Engine {
         if closed {
             return self.late(input, key, out);
         }
-        let variables = [("event", event.clone()), ("key", key_value)];
+        let variables = [("event", input.event), ("key", key_value)];
         let value = self.aggregate_values(std::slice::from_ref(&spec.metric), &variables).pop().flatten();
         let Some(mut state) = self.take_state(key) else { return };
         let before = state.entries();
-        let anomaly = state.anomaly.get_or_insert_with(AnomalyState::default);
+        let anomaly = state.anomaly.get_or_insert_with(Box::default);
         anomaly.next_ms.get_or_insert(start);
         anomaly
             .open
@@ -1111,10 +1274,10 @@ impl Engine {
         let rule = self.rule.clone();
         let properties = match &rule.emit.properties {
             Some(expr) => {
-                let variables = [("key", cel_string(record_key(&rule.key, key))), ("alert", to_cel(&alert))];
-                match expr.object(&variables) {
+                let key_value = Json::String(record_key(&rule.key, key).to_string());
+                match expr.object(&[("key", &key_value), ("alert", &alert)]) {
                     Ok(map) => Json::Object(map),
-                    Err(error) => return self.eval_error(error.to_string()),
+                    Err(error) => return self.eval_error(error),
                 }
             }
             None => alert,
@@ -1146,15 +1309,24 @@ impl Engine {
         let rule = self.rule.clone();
         self.counters.emits += 1;
         let (id_field, id_value) = identity(&rule, key);
-        let mut event = serde_json::Map::new();
-        event.insert("type".into(), json!("track"));
-        event.insert("event".into(), json!(name));
-        event.insert("messageId".into(), json!(firing_id));
-        event.insert(id_field.into(), json!(id_value));
-        event.insert("timestamp".into(), json!(format_time_ms(time_ms)));
-        event.insert("properties".into(), properties);
-        event.insert("context".into(), json!({"rule": {"name": rule.name, "version": rule.version}}));
-        let event = Json::Object(event);
+        // Written straight to text in a fixed order: building a JSON tree and serialising it
+        // costs dozens of allocations per firing.
+        let mut event = String::with_capacity(256);
+        event.push_str(r#"{"type":"track","event":"#);
+        push_json(&mut event, &name);
+        event.push_str(r#","messageId":""#);
+        event.push_str(&firing_id);
+        event.push_str(r#"",""#);
+        event.push_str(id_field);
+        event.push_str(r#"":"#);
+        push_json(&mut event, id_value);
+        event.push_str(r#","timestamp":""#);
+        event.push_str(&format_time_ms(time_ms));
+        event.push_str(r#"","properties":"#);
+        push_json(&mut event, &properties);
+        event.push_str(r#","context":"#);
+        event.push_str(&self.context);
+        event.push('}');
         let record_key = record_key(&rule.key, key).to_string();
         if let Some(stream) = &rule.emit.stream {
             out.push(Output {
@@ -1163,35 +1335,47 @@ impl Engine {
                 key: Some(record_key.clone()),
                 id: firing_id.clone(),
                 timestamp_ms: time_ms,
-                value: event.clone(),
+                value: if rule.actions.is_empty() { std::mem::take(&mut event) } else { event.clone() },
             });
         }
+        // The derived event as a tree, only for a payload expression that reads it.
+        let mut tree: Option<Json> = None;
         for (index, action) in rule.actions.iter().enumerate() {
             let payload = match &action.payload {
-                Some(expr) => match expr.json(&[("event", to_cel(&event)), ("key", cel_string(&record_key))]) {
-                    Ok(payload) => payload,
-                    Err(error) => {
-                        self.eval_error(error.to_string());
-                        continue;
+                Some(expr) => {
+                    let tree = tree.get_or_insert_with(|| serde_json::from_str(&event).unwrap_or(Json::Null));
+                    let key_value = Json::String(record_key.clone());
+                    match expr.json(&[("event", tree), ("key", &key_value)]) {
+                        Ok(payload) => serde_json::to_string(&payload).unwrap_or_default(),
+                        Err(error) => {
+                            self.eval_error(error);
+                            continue;
+                        }
                     }
-                },
+                }
                 None => event.clone(),
             };
             let delivery_id = id(&[firing_id.as_bytes(), b"delivery", &(index as u32).to_be_bytes()]);
             self.counters.deliveries += 1;
+            let mut value = String::with_capacity(payload.len() + 160);
+            value.push_str(r#"{"id":""#);
+            value.push_str(&delivery_id);
+            value.push_str(r#"","destination":"#);
+            push_json(&mut value, &action.webhook);
+            value.push_str(r#","rule":"#);
+            push_json(&mut value, &rule.name);
+            value.push_str(r#","created_ms":"#);
+            value.push_str(&time_ms.to_string());
+            value.push_str(r#","payload":"#);
+            value.push_str(&payload);
+            value.push('}');
             out.push(Output {
                 kind: OutputKind::Delivery,
                 stream: DELIVERIES_STREAM.to_string(),
                 key: Some(action.webhook.clone()),
-                id: delivery_id.clone(),
+                id: delivery_id,
                 timestamp_ms: time_ms,
-                value: json!({
-                    "id": delivery_id,
-                    "destination": action.webhook,
-                    "rule": rule.name,
-                    "created_ms": time_ms,
-                    "payload": payload,
-                }),
+                value,
             });
         }
     }
@@ -1199,7 +1383,8 @@ impl Engine {
     // ---- state persistence ----
 
     /// The keys changed since the last call, serialized, and the engine-wide state.
-    pub(crate) fn take_changes(&mut self) -> (Changes, Vec<u8>) {
+    /// The runtime commits these with the input offsets; tests restore from them.
+    pub fn take_changes(&mut self) -> (Changes, Vec<u8>) {
         let mut changes: Changes = self
             .dirty
             .drain()
@@ -1210,13 +1395,21 @@ impl Engine {
             .collect();
         // Sorted: the store sees the same writes in the same order on every run.
         changes.sort_by(|a, b| a.0.cmp(&b.0));
+        // A burst of changes must not keep its set's memory for good.
+        if self.dirty.capacity() > 65_536 {
+            self.dirty.shrink_to_fit();
+        }
         (changes, self.meta())
     }
 
     fn meta(&self) -> Vec<u8> {
         let meta = Meta {
             watermark_ms: self.watermark_ms,
-            partitions: self.partitions.iter().map(|((s, p), clock)| (s.clone(), *p, clock.clone())).collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|((s, p), clock)| (self.rule.streams[*s as usize].clone(), *p, clock.clone()))
+                .collect(),
         };
         serde_json::to_vec(&meta).unwrap_or_default()
     }
@@ -1234,7 +1427,10 @@ impl Engine {
             self.watermark_ms = meta.watermark_ms;
             for (stream, partition, mut clock) in meta.partitions {
                 clock.last_input_ms = now_ms;
-                self.partitions.insert((stream, partition), clock);
+                // A stream the rule no longer reads is forgotten.
+                if let Some(stream) = self.stream_index(&stream) {
+                    self.partitions.insert((stream, partition), clock);
+                }
             }
         }
         for (key, bytes) in keys {
@@ -1251,13 +1447,23 @@ impl Engine {
     }
 }
 
-/// A partial match's captured event, back to CEL.
-fn parse_captured(text: &str) -> cel::Value {
-    serde_json::from_str::<Json>(text).map_or(cel::Value::Null, |value| to_cel(&value))
+/// Appends a value as JSON text (strings escaped as JSON requires).
+fn push_json<T: Serialize + ?Sized>(out: &mut String, value: &T) {
+    // serde_json writes valid UTF-8, and the buffer is moved in and out without a copy.
+    let mut bytes = std::mem::take(out).into_bytes();
+    if serde_json::to_writer(&mut bytes, value).is_err() {
+        bytes.extend_from_slice(b"null");
+    }
+    *out = String::from_utf8(bytes).unwrap_or_default();
+}
+
+/// A partial match's captured event, back to JSON.
+fn parse_captured(text: &str) -> Json {
+    serde_json::from_str::<Json>(text).unwrap_or(Json::Null)
 }
 
 fn capture(event: &Json, paths: &Paths) -> Box<str> {
-    paths.prune(event).to_string().into()
+    serde_json::to_string(&paths.prune(event)).unwrap_or_default().into()
 }
 
 fn outside(value: f64, mean: f64, std: f64, threshold: f64) -> bool {
@@ -1284,14 +1490,44 @@ fn identity<'k>(rule: &'k Rule, key: &'k str) -> (&'static str, &'k str) {
     match rule.key {
         KeySpec::User if key.starts_with("u:") => ("userId", &key[2..]),
         KeySpec::User => ("anonymousId", key.get(2..).unwrap_or(key)),
-        KeySpec::Global => ("anonymousId", rule.name.as_str()),
+        KeySpec::Global => ("anonymousId", key),
         KeySpec::Expr(_) => ("anonymousId", key),
     }
 }
 
-/// What the expressions evaluated per input event read of `event`.
-fn event_paths(rule: &Rule) -> Paths {
+/// What screening an event needs: the conditions that read only the event, and its time.
+fn screen_paths(rule: &Rule) -> Option<Paths> {
     let mut paths = Paths::default();
+    let mut any = false;
+    if let Some(condition) = &rule.condition {
+        condition.paths_of("event", &mut paths);
+        any = true;
+    }
+    if let Kind::Filter { condition } = &rule.kind
+        && condition.paths_reads_only_event()
+    {
+        condition.paths_of("event", &mut paths);
+        any = true;
+    }
+    if !any || paths.whole {
+        return None;
+    }
+    for field in ["timestamp", "originalTimestamp"] {
+        paths.children.insert(field.into(), Paths::whole());
+    }
+    Some(paths)
+}
+
+/// What the expressions evaluated per input event read of `event`.
+fn input_paths(rule: &Rule) -> Paths {
+    let mut paths = Paths::default();
+    // What the engine itself reads: the key, the time, the name.
+    for field in ["userId", "anonymousId", "timestamp", "originalTimestamp", "event", "type"] {
+        paths.children.insert(field.into(), Paths::whole());
+    }
+    if matches!(rule.kind, Kind::Filter { .. }) && rule.emit.properties.is_none() {
+        paths.children.insert("properties".into(), Paths::whole());
+    }
     let mut add = |expr: &crate::expr::Expr| expr.paths_of("event", &mut paths);
     if let Some(condition) = &rule.condition {
         add(condition);
@@ -1310,7 +1546,10 @@ fn event_paths(rule: &Rule) -> Paths {
             spec.group_by.iter().for_each(|(_, e)| add(e));
             spec.aggregates.iter().filter_map(|a| a.argument.as_ref()).for_each(&mut add);
         }
-        Kind::Pattern(spec) => spec.steps.iter().for_each(|s| add(&s.condition)),
+        Kind::Pattern(spec) => {
+            spec.steps.iter().for_each(|s| add(&s.condition));
+            spec.captured.iter().for_each(|captured| paths.merge(captured));
+        }
         Kind::Anomaly(spec) => {
             if let Some(argument) = &spec.metric.argument {
                 add(argument);
@@ -1318,4 +1557,104 @@ fn event_paths(rule: &Rule) -> Paths {
         }
     }
     paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Format;
+
+    const T0: i64 = 1_795_334_400_000;
+
+    fn rule(source: &str) -> Arc<Rule> {
+        Arc::new(Rule::parse(source, Format::Yaml, "test").unwrap())
+    }
+
+    fn cart(user: &str, time_ms: i64, event: &str, cart: &str) -> Json {
+        json!({"type": "track", "event": event, "userId": user, "timestamp": format_time_ms(time_ms),
+               "properties": {"cart_id": cart, "sku": "S"}})
+    }
+
+    const CART: &str = r#"
+name: carts
+streams: [events]
+pattern:
+  within: 30s
+  steps:
+    - {name: cart, match: 'event.event == "AddToCart"'}
+    - {name: checkout, match: 'event.event == "Checkout" && event.properties.cart_id == cart.properties.cart_id', absent: true}
+emit: {stream: derived, event: CartAbandoned}
+"#;
+
+    fn inputs() -> Vec<Json> {
+        (0..200)
+            .map(|i| {
+                let user = format!("u{}", i % 17);
+                let kind = if i % 5 == 4 { "Checkout" } else { "AddToCart" };
+                cart(&user, T0 + i * 700, kind, &format!("c{}", i % 3))
+            })
+            .collect()
+    }
+
+    fn feed(engine: &mut Engine, events: &[Json], first_offset: usize, out: &mut Vec<Output>) {
+        for (i, event) in events.iter().enumerate() {
+            let offset = (first_offset + i) as u64;
+            let input = Input { stream: "events", partition: 0, offset, record_timestamp_ms: T0, event };
+            engine.process(&input, T0 + offset as i64 * 700, out);
+        }
+    }
+
+    #[test]
+    fn state_restored_from_its_changes_continues_exactly_like_the_original() {
+        let events = inputs();
+        let mut whole = Engine::new(rule(CART), EngineConfig::default());
+        let mut expected = Vec::new();
+        feed(&mut whole, &events, 0, &mut expected);
+        whole.flush(&mut expected);
+        assert!(expected.len() > 10, "the case fires: {}", expected.len());
+
+        // The same input in two halves, with a store in between made of the change sets.
+        let mut first = Engine::new(rule(CART), EngineConfig::default());
+        let mut outputs = Vec::new();
+        let mut store: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut meta = Vec::new();
+        for (index, chunk) in events[..120].chunks(40).enumerate() {
+            feed(&mut first, chunk, index * 40, &mut outputs);
+            let (changes, m) = first.take_changes();
+            for (key, value) in changes {
+                match value {
+                    Some(value) => store.insert(key.to_string(), value),
+                    None => store.remove(&*key),
+                };
+            }
+            meta = m;
+        }
+        let mut second = Engine::new(rule(CART), EngineConfig::default());
+        second.restore(Some(&meta), store.clone(), T0).unwrap();
+        assert_eq!(second.state_size(), first.state_size());
+        feed(&mut second, &events[120..], 120, &mut outputs);
+        second.flush(&mut outputs);
+        assert_eq!(outputs, expected);
+    }
+
+    #[test]
+    fn state_limits_refuse_new_keys_and_evict_the_oldest_match() {
+        let config = EngineConfig { keys_max: 2, matches_per_key_max: 2, ..EngineConfig::default() };
+        let mut engine = Engine::new(rule(CART), config);
+        let mut out = Vec::new();
+        let events = [
+            cart("u1", T0, "AddToCart", "a"),
+            cart("u1", T0 + 1, "AddToCart", "b"),
+            cart("u1", T0 + 2, "AddToCart", "c"),
+            cart("u2", T0 + 3, "AddToCart", "d"),
+            cart("u3", T0 + 4, "AddToCart", "e"),
+        ];
+        feed(&mut engine, &events, 0, &mut out);
+        assert_eq!(engine.state_size(), (2, 3));
+        assert_eq!((engine.counters().matches_dropped, engine.counters().keys_refused), (1, 1));
+        engine.flush(&mut out);
+        let carts: Vec<String> =
+            out.iter().map(|o| o.json()["properties"]["cart"]["cart_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(carts, ["b", "c", "d"], "the oldest of u1 was dropped, u3 never added");
+    }
 }

@@ -1,15 +1,18 @@
 //! CEL expressions: compiled once at load, checked for the variables their place offers, and
 //! evaluated against JSON values.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{EntryExpr, Expr as Ast, IdedExpr};
 use cel::objects::{Key, Map};
 use cel::{Context, Env, Program};
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::error::RuleError;
+use crate::fast::{self, Fast};
 
 /// The standard library, built once: every evaluation borrows it.
 static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -21,11 +24,15 @@ pub const EXPRESSION_BYTES_MAX: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Expr {
     pub text: String,
-    /// The field's path in the rule (`pattern.steps[1].match`).
-    pub field: String,
+    /// The field's path in the rule (`pattern.steps[1].match`); shared with its errors.
+    pub field: Arc<str>,
     pub line: u64,
     pub column: u64,
     program: Arc<Program>,
+    /// The variables it reads, with the parts of each it reads.
+    variables: Vec<(String, Paths)>,
+    /// The direct evaluator, when the expression is in its subset.
+    fast: Option<Arc<Fast>>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -44,8 +51,11 @@ impl PartialEq for Expr {
 /// caller, never a panic.
 #[derive(Debug, Clone)]
 pub struct EvalError {
-    pub field: String,
-    pub why: String,
+    pub field: Arc<str>,
+    pub why: Cow<'static, str>,
+    /// The expression read a field the value does not have: for a condition, simply not
+    /// true.
+    pub missing: bool,
 }
 
 impl std::fmt::Display for EvalError {
@@ -99,43 +109,107 @@ impl Expr {
             let known = if variables.is_empty() { "none".to_string() } else { variables.join(", ") };
             return Err(fail(format!("unknown variable `{unknown}` (here: {known})")));
         }
-        Ok(Expr { text: text.to_string(), field: field.to_string(), line, column, program: Arc::new(program) })
+        let names: Vec<String> = free.into_iter().collect();
+        let fast = fast::compile(program.expression(), &names).map(Arc::new);
+        let variables = names
+            .into_iter()
+            .map(|name| {
+                let mut paths = Paths::default();
+                collect_paths(program.expression(), &name, &mut Vec::new(), &mut paths);
+                (name, paths)
+            })
+            .collect();
+        Ok(Expr {
+            text: text.to_string(),
+            field: Arc::from(field),
+            line,
+            column,
+            program: Arc::new(program),
+            variables,
+            fast,
+        })
     }
 
-    /// Evaluates with the given variables.
-    pub fn eval(&self, variables: &[(&str, cel::Value)]) -> Result<cel::Value, EvalError> {
-        let mut context = Context::with_env(STDLIB.clone());
-        for (name, value) in variables {
-            context.add_variable_from_value(*name, value.clone());
+    /// Whether it reads no variable but `event` (a filter's condition may read `key`).
+    pub fn paths_reads_only_event(&self) -> bool {
+        self.variables.iter().all(|(name, _)| name == "event")
+    }
+
+    /// The direct evaluator's form, when it has one.
+    pub(crate) fn fast(&self) -> Option<&Fast> {
+        self.fast.as_deref()
+    }
+
+    /// Whether the direct evaluator runs it (else the CEL interpreter does).
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Evaluates with the given variables (names the expression does not read are ignored).
+    pub fn eval<'a>(&'a self, variables: &[(&str, &'a Json)]) -> Result<Cow<'a, Json>, EvalError> {
+        let bound = |name: &str| variables.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        if let Some(fast) = &self.fast {
+            let to_error = |failure: fast::Failure| EvalError {
+                field: self.field.clone(),
+                why: failure.why,
+                missing: failure.missing,
+            };
+            // Most expressions read one to three variables: no allocation for them.
+            if self.variables.len() <= 4 {
+                let mut values: [Option<&'a Json>; 4] = [None; 4];
+                for (slot, (name, _)) in values.iter_mut().zip(&self.variables) {
+                    *slot = bound(name);
+                }
+                return fast.eval(&values[..self.variables.len()]).map_err(to_error);
+            }
+            let values: Vec<Option<&'a Json>> = self.variables.iter().map(|(name, _)| bound(name)).collect();
+            return fast.eval(&values).map_err(to_error);
         }
-        self.program.execute(&context).map_err(|error| EvalError { field: self.field.clone(), why: error.to_string() })
+        self.interpret(variables).map(Cow::Owned)
+    }
+
+    /// Evaluates in the CEL interpreter, with each variable converted as far as it is read.
+    fn interpret(&self, variables: &[(&str, &Json)]) -> Result<Json, EvalError> {
+        let mut context = Context::with_env(STDLIB.clone());
+        for (name, paths) in &self.variables {
+            if let Some((_, value)) = variables.iter().find(|(n, _)| n == name) {
+                context.add_variable_from_value(name.as_str(), to_cel_pruned(value, paths));
+            }
+        }
+        let value = self.program.execute(&context).map_err(|error| EvalError {
+            field: self.field.clone(),
+            missing: matches!(error, cel::ExecutionError::NoSuchKey(_)),
+            why: Cow::Owned(error.to_string()),
+        })?;
+        to_json(&value).map_err(|why| EvalError { field: self.field.clone(), why: Cow::Owned(why), missing: false })
     }
 
     /// Evaluates a condition: true only for `true`; anything else that is not an error is a
     /// type error (a condition must be a boolean).
-    pub fn test(&self, variables: &[(&str, cel::Value)]) -> Result<bool, EvalError> {
-        match self.eval(variables)? {
-            cel::Value::Bool(b) => Ok(b),
+    pub fn test(&self, variables: &[(&str, &Json)]) -> Result<bool, EvalError> {
+        match self.eval(variables)?.as_ref() {
+            Json::Bool(b) => Ok(*b),
             other => Err(EvalError {
                 field: self.field.clone(),
-                why: format!("a condition must be a boolean, this one gave {}", other.type_of()),
+                why: Cow::Owned(format!("a condition must be a boolean, this one gave {}", json_kind(other))),
+                missing: false,
             }),
         }
     }
 
     /// Evaluates to JSON.
-    pub fn json(&self, variables: &[(&str, cel::Value)]) -> Result<Json, EvalError> {
-        let value = self.eval(variables)?;
-        to_json(&value).map_err(|why| EvalError { field: self.field.clone(), why })
+    pub fn json(&self, variables: &[(&str, &Json)]) -> Result<Json, EvalError> {
+        self.eval(variables).map(Cow::into_owned)
     }
 
     /// Evaluates to a JSON object (derived-event properties, payloads).
-    pub fn object(&self, variables: &[(&str, cel::Value)]) -> Result<serde_json::Map<String, Json>, EvalError> {
+    pub fn object(&self, variables: &[(&str, &Json)]) -> Result<serde_json::Map<String, Json>, EvalError> {
         match self.json(variables)? {
             Json::Object(map) => Ok(map),
             other => Err(EvalError {
                 field: self.field.clone(),
-                why: format!("must give a map, this one gave {}", json_kind(&other)),
+                why: Cow::Owned(format!("must give a map, this one gave {}", json_kind(&other))),
+                missing: false,
             }),
         }
     }
@@ -236,6 +310,20 @@ impl Paths {
 
     pub fn is_empty(&self) -> bool {
         !self.whole && self.children.is_empty()
+    }
+
+    /// Adds everything `other` reads.
+    pub fn merge(&mut self, other: &Paths) {
+        if self.whole {
+            return;
+        }
+        if other.whole {
+            *self = Paths::whole();
+            return;
+        }
+        for (name, paths) in &other.children {
+            self.children.entry(name.clone()).or_default().merge(paths);
+        }
     }
 
     /// The parts of `value` these paths read.
@@ -356,6 +444,108 @@ pub fn to_cel(value: &Json) -> cel::Value {
     }
 }
 
+/// Parses JSON text keeping only what `paths` reads: the other fields are skipped without
+/// being built (no allocation), which is most of an event's parsing cost.
+pub fn parse_pruned(bytes: &[u8], paths: &Paths) -> serde_json::Result<Json> {
+    use serde::de::DeserializeSeed;
+    // From bytes: only the strings kept are checked for UTF-8, skipped ones are only
+    // scanned (checking the whole text first measured slower).
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = Pruned(paths).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+struct Pruned<'p>(&'p Paths);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Json;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        if self.0.whole {
+            return Json::deserialize(deserializer);
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pruned<'_> {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.0.children.get(key.as_ref()) {
+                Some(paths) => {
+                    let value = map.next_value_seed(Pruned(paths))?;
+                    out.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Json::Object(out))
+    }
+
+    // A value that is not an object is kept whole: an expression reading a field of it fails
+    // as it would on the whole event.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Json, A::Error> {
+        serde::de::Visitor::visit_seq(JsonVisitor, seq)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+}
+
+/// serde_json's own visitor for a whole value, reached through `Json::deserialize`.
+struct JsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON list")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Json>()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+}
+
 /// JSON to CEL, only the parts `paths` reads (see `Paths`): the cost of an evaluation is then
 /// that of the fields it uses, not of the whole event.
 pub fn to_cel_pruned(value: &Json, paths: &Paths) -> cel::Value {
@@ -371,11 +561,6 @@ pub fn to_cel_pruned(value: &Json, paths: &Paths) -> cel::Value {
         ),
         other => to_cel(other),
     }
-}
-
-/// A CEL string.
-pub fn cel_string(text: &str) -> cel::Value {
-    cel::Value::String(Arc::new(text.to_string()))
 }
 
 /// A CEL map from named values.
@@ -455,6 +640,73 @@ mod tests {
         let mut whole = Paths::default();
         compile("size(cart) > 0", &["cart"]).unwrap().paths_of("cart", &mut whole);
         assert!(whole.whole);
+    }
+
+    #[test]
+    fn the_direct_evaluator_agrees_with_the_interpreter() {
+        let event = serde_json::json!({
+            "event": "AddToCart", "userId": "u1", "n": 3, "big": 18446744073709551615u64, "f": 2.5,
+            "properties": {"cart_id": "c1", "price": 80, "tags": ["a", "b"], "flag": true, "none": null},
+        });
+        let cart = serde_json::json!({"properties": {"cart_id": "c1"}});
+        let cases = [
+            "event.event == 'AddToCart'",
+            "event.event != 'AddToCart'",
+            "event.event in ['AddToCart', 'Checkout']",
+            "'b' in event.properties.tags",
+            "'price' in event.properties",
+            "event.properties.price > 50.0",
+            "event.properties.price >= 80",
+            "event.n < event.f",
+            "event.f <= 2.5",
+            "event.n == 3.0",
+            "event.big > 1",
+            "event.properties.cart_id == cart.properties.cart_id",
+            "has(event.properties.cart_id) && !has(event.properties.sku)",
+            "event.properties.flag ? 'yes' : 'no'",
+            "event.properties.none == null",
+            "event.properties['cart_id'] == 'c1'",
+            "{'a': event.properties.cart_id, 'b': [event.n, true, null]}",
+            "event.missing == 'x'",
+            "false && event.missing == 'x'",
+            "event.missing == 'x' && false",
+            "event.missing == 'x' || true",
+            "event.missing == 'x' || false",
+            "event.event < 3",
+            "!event.event",
+            "event.properties.tags == ['a', 'b']",
+            "event.properties == {'cart_id': 'c1'}",
+            "has(event.missing.deeper)",
+            "event.userId > 'u0' && event.userId < 'u2'",
+        ];
+        for text in cases {
+            let expr = compile(text, &["event", "cart"]).unwrap();
+            assert!(expr.is_fast(), "{text} is in the subset");
+            let variables = [("event", &event), ("cart", &cart)];
+            let fast = expr.eval(&variables).map(Cow::into_owned).map_err(|e| e.missing);
+            let interpreted = expr.interpret(&variables).map_err(|e| e.missing);
+            assert_eq!(fast, interpreted, "{text}");
+        }
+        for slow in ["event.n * 2 > 5", "size(event.properties.tags) == 2", "event.event.startsWith('Add')"] {
+            assert!(!compile(slow, &["event"]).unwrap().is_fast(), "{slow}");
+        }
+    }
+
+    #[test]
+    fn pruned_parsing_keeps_what_is_read_and_nothing_else() {
+        let mut paths = Paths::default();
+        compile("event.properties.cart_id == 'x' && has(event.context.page)", &["event"])
+            .unwrap()
+            .paths_of("event", &mut paths);
+        paths.children.insert("tags".into(), Paths::whole());
+        let text = r#"{"properties":{"cart_id":"c\u0031","sku":"s"},"context":{"page":{"path":"/"},"ip":"x"},"tags":[1,{"a":2}],"big":[1,2,3],"n":1}"#;
+        let value = parse_pruned(text.as_bytes(), &paths).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"properties": {"cart_id": "c1"}, "context": {"page": {"path": "/"}}, "tags": [1, {"a": 2}]})
+        );
+        assert!(parse_pruned(b"{\"a\": 1} trailing", &paths).is_err());
+        assert_eq!(parse_pruned(b"[1, 2]", &paths).unwrap(), serde_json::json!([1, 2]));
     }
 
     #[test]

@@ -14,21 +14,104 @@ pub fn id(parts: &[&[u8]]) -> String {
     let mut bytes = hasher.digest128().to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(36);
+    for (index, byte) in bytes.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push(HEX[usize::from(byte >> 4)] as char);
+        text.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    text
 }
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp (any offset).
 pub fn parse_time_ms(text: &str) -> Option<i64> {
-    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+    parse_utc_millis(text).or_else(|| text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
+}
+
+/// The form SDKs and Strom write, `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a general parser (it
+/// is read for every event); anything else goes to jiff.
+fn parse_utc_millis(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |n, d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second, millis) = (number(11..13)?, number(14..16)?, number(17..19)?, number(20..23)?);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
 }
 
 /// RFC 3339 in UTC with milliseconds, as Segment writes timestamps.
 pub fn format_time_ms(ms: i64) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        Err(_) => ms.to_string(),
+    // Years 0 to 9999 by hand (every derived event has one); others through jiff.
+    if !(-62_167_219_200_000..253_402_300_800_000).contains(&ms) {
+        return match jiff::Timestamp::from_millisecond(ms) {
+            Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            Err(_) => ms.to_string(),
+        };
     }
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    // The civil date of a day number (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Fixed-width digits, then the separator that follows them.
+    let push = |out: &mut String, value: i64, width: usize, after: char| {
+        let mut buffer = [b'0'; 4];
+        let mut rest = value;
+        for slot in buffer[..width].iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend(buffer[..width].iter().map(|&b| b as char));
+        out.push(after);
+    };
+    let mut out = String::with_capacity(24);
+    push(&mut out, year, 4, '-');
+    push(&mut out, month, 2, '-');
+    push(&mut out, day, 2, 'T');
+    push(&mut out, in_day / 3_600_000, 2, ':');
+    push(&mut out, in_day / 60_000 % 60, 2, ':');
+    push(&mut out, in_day / 1000 % 60, 2, '.');
+    push(&mut out, in_day % 1000, 3, 'Z');
+    out
 }
 
 #[cfg(test)]
@@ -42,6 +125,35 @@ mod tests {
         assert_ne!(id(&[b"ab", b"c"]), id(&[b"a", b"bc"]));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "8");
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_jiff() {
+        for text in [
+            "2026-11-22T08:00:01.250Z",
+            "1970-01-01T00:00:00.000Z",
+            "2000-02-29T23:59:59.999Z",
+            "1969-12-31T23:59:59.999Z",
+            "2100-03-01T00:00:00.000Z",
+        ] {
+            let jiff = text.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+            assert_eq!(parse_utc_millis(text), Some(jiff), "{text}");
+        }
+        for bad in
+            ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-11-22T24:00:00.000Z", "2026-11-22T08:00:01Z"]
+        {
+            assert_eq!(parse_utc_millis(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatting_agrees_with_jiff() {
+        for ms in
+            [0, 1_795_334_401_250, 951_868_799_999, -1, 253_402_207_199_999, -62_167_219_200_000, 4_102_444_800_000]
+        {
+            let jiff = jiff::Timestamp::from_millisecond(ms).unwrap().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            assert_eq!(format_time_ms(ms), jiff, "{ms}");
+        }
     }
 
     #[test]

@@ -20,10 +20,12 @@ mod duration;
 mod engine;
 mod error;
 mod expr;
+mod fast;
 mod ids;
 mod node;
 mod rule;
 mod runtime;
+mod screen;
 mod store;
 
 pub use aggregate::COUNT_DISTINCT_MAX;
@@ -33,7 +35,7 @@ pub use engine::{
     OutputKind,
 };
 pub use error::{RuleError, RulesError};
-pub use expr::EXPRESSION_BYTES_MAX;
+pub use expr::{EXPRESSION_BYTES_MAX, Paths, parse_pruned};
 pub use ids::{format_time_ms, parse_time_ms};
 pub use node::Format;
 pub use rule::{
@@ -42,6 +44,7 @@ pub use rule::{
 };
 pub use runtime::{
     BACKTEST_EVENTS_MAX, BACKTEST_OUTPUTS_MAX, BacktestReport, BacktestRequest, BacktestRule, CrashPoint, ID_HEADER,
-    OUTPUT_BATCH_RECORDS_MAX, Position, READ_BYTES_MAX, READ_RECORDS_MAX, RECOVERY_SCAN_RECORDS_MAX, RULE_FILES_MAX,
-    RULE_HEADER, RULES_MAX, ReloadReport, RuleStatus, Rules, RulesConfig, RunState, StartFrom,
+    OUTPUT_BATCH_RECORDS_MAX, PENDING_APPENDS_MAX, Position, READ_BYTES_MAX, READ_RECORDS_MAX,
+    RECOVERY_SCAN_RECORDS_MAX, RULE_FILES_MAX, RULE_HEADER, RULES_MAX, ReloadReport, RuleStatus, Rules, RulesConfig,
+    RunState, StartFrom,
 };

@@ -347,7 +347,6 @@ impl Builder<'_> {
                 format!("unknown field (allowed here: {})", allowed.join(", ")),
             ));
         }
-        let _ = fields.node;
         Ok(())
     }
 
@@ -894,10 +893,6 @@ fn captured_paths(pattern: &PatternSpec, emit: &Emit) -> Vec<Paths> {
                     paths.children.insert("properties".into(), Paths::whole());
                 }
             }
-            // The event's name and time are always kept: the default properties and the
-            // derived event's timestamp use them.
-            paths.children.entry("event".into()).or_insert_with(Paths::whole);
-            paths.children.entry("timestamp".into()).or_insert_with(Paths::whole);
             paths
         })
         .collect()

@@ -23,8 +23,9 @@ use strom_log::{Clock, Durability, EncodedBatch, Log, RecordIn, Stream, StreamCo
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::{Counters, Engine, EngineConfig, Input, Output};
+use crate::engine::{Counters, Engine, EngineConfig, Input, Output, OutputKind};
 use crate::error::{RuleError, RulesError};
+use crate::expr::parse_pruned;
 use crate::node::Format;
 use crate::rule::{Rule, validate_rule_name};
 use crate::store::{Commit, Offsets, Store};
@@ -36,6 +37,8 @@ pub const RULE_FILES_MAX: usize = 1024;
 /// Records read from one input partition per turn, and their bytes.
 pub const READ_RECORDS_MAX: usize = 4096;
 pub const READ_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Output appends queued before the rule waits for them to be durable.
+pub const PENDING_APPENDS_MAX: usize = 64;
 /// Records per output batch (an append).
 pub const OUTPUT_BATCH_RECORDS_MAX: usize = 10_000;
 /// Records read back from output partitions at recovery: the outputs of at most one commit
@@ -337,6 +340,14 @@ impl Rules {
         let (files, errors, listing) = rules.read_dir()?;
         for error in &errors {
             tracing::error!(%error, "rule refused");
+        }
+        // A rule whose file was removed while Strom was down is forgotten, as a reload would
+        // (a refused file still exists, and keeps its rule's state).
+        let present: BTreeSet<String> =
+            files.iter().map(|f| f.name.clone()).chain(errors.iter().filter_map(|e| file_stem(&e.origin))).collect();
+        for name in rules.store.rules()?.difference(&present) {
+            tracing::info!(rule = %name, "forgetting the state of a rule whose file is gone");
+            rules.store.clear(name, true)?;
         }
         {
             let mut entries = rules.entries.try_lock().map_err(|_| RulesError::Closed)?;
@@ -922,8 +933,9 @@ impl Runner {
             engine.register_partition(&stream.name, *partition, now);
             offsets.insert(key, offset);
         }
-        // Ids this rule appended after its last commit: the re-run skips them.
-        let mut already = recover_ids(&name, &outputs_streams, &loaded.outputs, !same_rule).await?;
+        // Ids this rule appended after its last commit: the re-run skips them. Also for a
+        // changed rule: with the same version, its outputs for the same input have the same ids.
+        let mut already = recover_ids(&name, &outputs_streams, &loaded.outputs).await?;
         if !already.is_empty() {
             tracing::info!(rule = %name, outputs = already.len(), "resuming after a crash: outputs already appended will be skipped");
         }
@@ -934,6 +946,11 @@ impl Runner {
             let (changes, meta) = engine.take_changes();
             self.commit(&name, &offsets, &output_ends, meta, changes, &metrics).await?;
         }
+        // The status shows the restored state from the moment the rule runs.
+        let (keys, entries) = engine.state_size();
+        self.shared.keys.store(keys as u64, Ordering::Relaxed);
+        self.shared.entries.store(entries as u64, Ordering::Relaxed);
+        *self.shared.counters.lock().unwrap_or_else(|e| e.into_inner()) = engine.counters().clone();
         self.shared.set(RunState::Running, None);
         tracing::info!(rule = %name, version = self.rule.version, kind = self.rule.kind.name(), "rule running");
 
@@ -942,6 +959,8 @@ impl Runner {
         let mut last_commit = Instant::now();
         let mut published = engine.counters().clone();
         let mut dirty = false;
+        // Appends queued and not yet known durable: the next turn runs meanwhile.
+        let mut pending: Vec<strom_log::PendingAppend> = Vec::new();
         let mut turn = Turn {
             engine,
             inputs,
@@ -973,11 +992,15 @@ impl Runner {
             let outputs = std::mem::take(&mut turn.outputs);
             let produced = !outputs.is_empty();
             if produced {
-                let skipped = self.append(&name, outputs, &outputs_streams, &mut already).await?;
+                let skipped = self.append(&name, outputs, &outputs_streams, &mut already, &mut pending).await?;
                 metrics.duplicates_skipped.increment(skipped);
+                if pending.len() > PENDING_APPENDS_MAX {
+                    settle(&mut pending).await?;
+                }
                 if let Some(crash) = &self.config.crash_point
                     && crash.hit()
                 {
+                    settle(&mut pending).await?;
                     // The test's crash: outputs are durable, the state that made them is not.
                     self.shared.set(RunState::Stopped, Some("crashed (test crash point)".into()));
                     return Ok(());
@@ -1015,6 +1038,8 @@ impl Runner {
                 }
             }
             if dirty && last_commit.elapsed() >= commit_interval {
+                // Outputs are durable before the commit that covers their input.
+                settle(&mut pending).await?;
                 output_ends = partition_ends(&outputs_streams);
                 let (changes, meta) = turn.engine.take_changes();
                 self.commit(&name, &turn.offsets, &output_ends, meta, changes, &metrics).await?;
@@ -1022,6 +1047,7 @@ impl Runner {
                 dirty = false;
             }
             if turn.read == 0 && !produced {
+                settle(&mut pending).await?;
                 // Caught up: wait for input, the next tick (idle watermarks, commits) or stop.
                 let waits = turn.inputs.iter().filter_map(|(s, p)| {
                     let offset = turn.offsets.get(&(s.name.clone(), *p)).copied()?;
@@ -1042,6 +1068,7 @@ impl Runner {
             }
         }
         // Stopping: commit what was processed.
+        settle(&mut pending).await?;
         let output_ends = partition_ends(&outputs_streams);
         let (changes, meta) = turn.engine.take_changes();
         self.commit(&name, &turn.offsets, &output_ends, meta, changes, &metrics).await?;
@@ -1079,54 +1106,59 @@ impl Runner {
         Ok(())
     }
 
-    /// Appends outputs (skipping ids already appended before a crash), grouped per
-    /// partition in order, each group durably. Returns how many were skipped.
+    /// Queues outputs for appending (skipping ids already appended before a crash), grouped
+    /// per partition in order; their durability is awaited later (`settle`), before the
+    /// commit. Returns how many were skipped.
     async fn append(
         &self,
         name: &str,
         outputs: Vec<Output>,
         streams: &BTreeMap<String, Arc<Stream>>,
         already: &mut HashSet<String>,
+        pending: &mut Vec<strom_log::PendingAppend>,
     ) -> Result<u64, RulesError> {
         let now = self.clock.now_ms();
         let mut skipped = 0;
-        let mut groups: BTreeMap<(String, u32), Vec<RecordIn>> = BTreeMap::new();
+        let mut groups: BTreeMap<(&str, u32), Vec<RecordIn>> = BTreeMap::new();
+        // One copy of the rule's name for every record's header (`Bytes` clones share it).
+        let name = Bytes::copy_from_slice(name.as_bytes());
         for output in outputs {
             if !already.is_empty() && already.remove(&output.id) {
                 skipped += 1;
                 continue;
             }
-            let Some(stream) = streams.get(&output.stream) else { continue };
+            let Some((stream_name, stream)) = streams.get_key_value(&output.stream) else { continue };
             let partitions = stream.partitions().len() as u32;
             let partition = match &output.key {
                 Some(key) => strom_log::partitioner::partition_for_key(key.as_bytes(), partitions),
                 None => 0,
             };
-            let value = serde_json::to_vec(&output.value).unwrap_or_default();
-            groups.entry((output.stream.clone(), partition)).or_default().push(RecordIn {
+            groups.entry((stream_name.as_str(), partition)).or_default().push(RecordIn {
                 key: output.key.map(Bytes::from),
-                value: Some(Bytes::from(value)),
+                value: Some(Bytes::from(output.value)),
                 timestamp_ms: now,
-                headers: vec![
-                    (RULE_HEADER.to_string(), Bytes::copy_from_slice(name.as_bytes())),
-                    (ID_HEADER.to_string(), Bytes::from(output.id)),
-                ],
+                headers: vec![(RULE_HEADER.to_string(), name.clone()), (ID_HEADER.to_string(), Bytes::from(output.id))],
             });
         }
-        let mut pending = Vec::new();
         for ((stream, partition), records) in &groups {
-            let partition = streams[stream].partition(*partition)?;
+            let partition = streams[*stream].partition(*partition)?;
             for chunk in records.chunks(OUTPUT_BATCH_RECORDS_MAX) {
                 let batch = EncodedBatch::encode(chunk)?;
-                // Queued in order now; awaited together (one group commit can cover them).
+                // Queued in order now (a partition appends in submission order).
                 pending.push(submit_with_retry(partition, batch).await?);
             }
         }
-        for append in pending {
-            append.await?;
-        }
         Ok(skipped)
     }
+}
+
+/// Waits until every queued append is durable; the first failure stops the rule (its
+/// state is not committed, so a restart produces those outputs again).
+async fn settle(pending: &mut Vec<strom_log::PendingAppend>) -> Result<(), RulesError> {
+    for append in pending.drain(..) {
+        append.await?;
+    }
+    Ok(())
 }
 
 /// Queues an append; an overloaded partition is retried after a pause (a rule must not
@@ -1157,9 +1189,8 @@ async fn recover_ids(
     name: &str,
     streams: &BTreeMap<String, Arc<Stream>>,
     recorded: &Offsets,
-    fresh: bool,
 ) -> Result<HashSet<String>, RulesError> {
-    if fresh || recorded.is_empty() {
+    if recorded.is_empty() {
         return Ok(HashSet::new());
     }
     let name = name.to_string();
@@ -1207,6 +1238,8 @@ fn read_and_process(turn: &mut Turn, now: i64) {
     turn.read = 0;
     turn.skipped = 0;
     let mut sample = 0u32;
+    let paths = turn.engine.input_paths().clone();
+    let screen = turn.engine.screen_paths().cloned();
     for (stream, partition_id) in &turn.inputs {
         let key = (stream.name.clone(), *partition_id);
         let Some(&offset) = turn.offsets.get(&key) else { continue };
@@ -1237,11 +1270,26 @@ fn read_and_process(turn: &mut Turn, now: i64) {
         };
         for record in &read.records {
             turn.read += 1;
-            let Some(event) = record.value.as_ref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+            // A rule never reads its own outputs (a rule may write to a stream it reads).
+            if record
+                .headers
+                .iter()
+                .any(|(k, v)| k == RULE_HEADER && v.as_deref() == Some(turn.engine.rule().name.as_bytes()))
+            {
+                continue;
+            }
+            // Most events are not for the rule, and their text says so.
+            if let Some(value) = &record.value
+                && turn.engine.screen_raw(&stream.name, *partition_id, value, now, &mut turn.outputs)
+            {
+                continue;
+            }
+            let Some(event) = record.value.as_ref().and_then(|v| parse(&turn.engine, v, &paths, screen.as_ref()))
             else {
                 turn.skipped += 1;
                 continue;
             };
+            let before = turn.outputs.len();
             let input = Input {
                 stream: &stream.name,
                 partition: *partition_id,
@@ -1257,10 +1305,39 @@ fn read_and_process(turn: &mut Turn, now: i64) {
             } else {
                 turn.engine.process(&input, now, &mut turn.outputs);
             }
+            copy_late_events_whole(&mut turn.outputs[before..], record.value.as_deref());
         }
         turn.offsets.insert(key, read.next_offset.max(from));
     }
     turn.engine.advance(now, &mut turn.outputs);
+}
+
+/// Parses an event as far as the engine needs it: first only what screening reads (most
+/// events fail `where` and need nothing more), then everything the rule reads.
+fn parse(
+    engine: &Engine,
+    bytes: &[u8],
+    paths: &crate::expr::Paths,
+    screen: Option<&crate::expr::Paths>,
+) -> Option<serde_json::Value> {
+    if let Some(screen) = screen {
+        let partial = parse_pruned(bytes, screen).ok()?;
+        if engine.screens_out(&partial) {
+            return Some(partial);
+        }
+    }
+    parse_pruned(bytes, paths).ok()
+}
+
+/// The engine saw only the fields the rule reads; a late event's copy is the whole event.
+fn copy_late_events_whole(outputs: &mut [Output], raw: Option<&[u8]>) {
+    for output in outputs {
+        if output.kind == OutputKind::Late
+            && let Some(whole) = raw.and_then(|raw| std::str::from_utf8(raw).ok())
+        {
+            output.value = whole.to_string();
+        }
+    }
 }
 
 /// A backtest on the blocking pool: the stream's partitions merged by record time.
@@ -1272,6 +1349,8 @@ fn backtest(
 ) -> Result<BacktestReport, RulesError> {
     let max_outputs = request.max_outputs.min(BACKTEST_OUTPUTS_MAX);
     let mut engine = Engine::new(rule.clone(), config);
+    let paths = engine.input_paths().clone();
+    let screen = engine.screen_paths().cloned();
     let mut cursors = Vec::new();
     for partition in stream.partitions() {
         let start = partition.log_start_offset();
@@ -1341,12 +1420,15 @@ fn backtest(
         };
         let record = cursors[index].3.pop_front().expect("chosen for having a record");
         let partition_id = cursors[index].0.id();
+        if record.headers.iter().any(|(k, v)| k == RULE_HEADER && v.as_deref() == Some(rule.name.as_bytes())) {
+            continue;
+        }
         report.events_read += 1;
         if report.events_read > BACKTEST_EVENTS_MAX {
             report.truncated = true;
             break;
         }
-        if let Some(event) = record.value.as_ref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
+        if let Some(event) = record.value.as_ref().and_then(|v| parse(&engine, v, &paths, screen.as_ref())) {
             let input = Input {
                 stream: &stream.name,
                 partition: partition_id,
@@ -1355,7 +1437,9 @@ fn backtest(
                 event: &event,
             };
             // The wall clock of a backtest is the records' append time.
+            let before = outputs.len();
             engine.process(&input, record.timestamp_ms, &mut outputs);
+            copy_late_events_whole(&mut outputs[before..], record.value.as_deref());
             if report.events_read.is_multiple_of(1024) {
                 engine.advance(record.timestamp_ms, &mut outputs);
             }

@@ -174,6 +174,22 @@ impl Store {
         write.commit().map_err(store_error)
     }
 
+    /// Every rule the store holds anything for.
+    pub fn rules(&self) -> Result<std::collections::BTreeSet<String>, RulesError> {
+        let read = self.db.begin_read().map_err(store_error)?;
+        let mut names = std::collections::BTreeSet::new();
+        for entry in read.open_table(FINGERPRINT).map_err(store_error)?.iter().map_err(store_error)? {
+            names.insert(entry.map_err(store_error)?.0.value().to_string());
+        }
+        for entry in read.open_table(OFFSETS).map_err(store_error)?.iter().map_err(store_error)? {
+            names.insert(entry.map_err(store_error)?.0.value().0.to_string());
+        }
+        for entry in read.open_table(PAUSED).map_err(store_error)?.iter().map_err(store_error)? {
+            names.insert(entry.map_err(store_error)?.0.value().to_string());
+        }
+        Ok(names)
+    }
+
     pub fn set_paused(&self, rule: &str, paused: bool) -> Result<(), RulesError> {
         let write = self.db.begin_write().map_err(store_error)?;
         {
