@@ -65,3 +65,16 @@ fn damaged_rules_are_refused_with_a_place_or_accepted_never_a_panic() {
     }
     assert!(refused > 1000, "the damage is real: {refused} refused, {accepted} accepted");
 }
+
+#[test]
+fn deeply_nested_documents_are_refused_not_a_stack_overflow() {
+    for depth in [100, 10_000, 100_000] {
+        let toml = format!("name = {}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(Rule::parse(&toml, Format::Toml, "deep.toml").is_err());
+        let yaml = format!("name: {}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(Rule::parse(&yaml, Format::Yaml, "deep.yaml").is_err());
+        let yaml_maps =
+            "a:\n".to_string() + &(1..depth.min(2000)).map(|i| format!("{}b:\n", " ".repeat(i))).collect::<String>();
+        assert!(Rule::parse(&yaml_maps, Format::Yaml, "deep.yaml").is_err());
+    }
+}
