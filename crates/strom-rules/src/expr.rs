@@ -19,6 +19,41 @@ static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
 /// Bytes of an expression's text.
 pub const EXPRESSION_BYTES_MAX: usize = 16 * 1024;
+/// Nesting of an expression (brackets, and operators chained in a row).
+pub const EXPRESSION_DEPTH_MAX: usize = 64;
+
+/// How deeply an expression nests: the deepest bracket level, or the longest run of binary
+/// operators (`a && b && c ...` parses into a chain as deep as it is long).
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut previous = ' ';
+    for c in text.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '&' | '|' | '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '?' if c != previous => operators += 1,
+            _ => {}
+        }
+        previous = c;
+    }
+    deepest.max(operators / 2)
+}
 
 /// One compiled CEL expression, with where it was written.
 #[derive(Clone)]
@@ -87,6 +122,12 @@ impl Expr {
         }
         if text.trim().is_empty() {
             return Err(fail("the expression is empty".into()));
+        }
+        // The CEL parser and interpreter recurse per level of nesting: a deep expression would
+        // overflow the stack, which aborts the process. Brackets are counted outside quotes,
+        // and operators chained without brackets count as levels too.
+        if nesting(text) > EXPRESSION_DEPTH_MAX {
+            return Err(fail(format!("the expression nests deeper than {EXPRESSION_DEPTH_MAX} levels")));
         }
         let program = STDLIB.compile(text).map_err(|errors| {
             let message = errors.to_string();
@@ -617,6 +658,15 @@ mod tests {
         let error = compile("evnt.event == 'x'", &["event", "key"]).unwrap_err();
         assert_eq!(error.why, "unknown variable `evnt` (here: event, key)");
         assert!(compile("event.event ==", &["event"]).unwrap_err().why.starts_with("CEL, at line 1 column "));
+    }
+
+    #[test]
+    fn deep_expressions_are_refused_before_the_parser_sees_them() {
+        let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(compile(&deep, &[]).unwrap_err().why.contains("nests deeper"));
+        let long_chain = vec!["event.a == 1"; 1000].join(" && ");
+        assert!(compile(&long_chain, &["event"]).unwrap_err().why.contains("nests deeper"));
+        assert!(compile("event.event in ['(((', ')))'] && (event.n > (1 + 2))", &["event"]).is_ok());
     }
 
     #[test]

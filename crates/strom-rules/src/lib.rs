@@ -35,12 +35,13 @@ pub use engine::{
     OutputKind,
 };
 pub use error::{RuleError, RulesError};
-pub use expr::{EXPRESSION_BYTES_MAX, Paths, parse_pruned};
+pub use expr::{EXPRESSION_BYTES_MAX, EXPRESSION_DEPTH_MAX, Paths, parse_pruned};
 pub use ids::{format_time_ms, parse_time_ms};
 pub use node::Format;
 pub use rule::{
-    Action, Aggregate, AggregateFunction, AnomalySpec, Detector, Emit, KeySpec, Kind, PatternSpec, PatternStart, Rule,
-    RuleLimits, Step, WindowSpec, WindowType, validate_rule_name,
+    ACTIONS_MAX, AGGREGATES_MAX, Action, Aggregate, AggregateFunction, AnomalySpec, DURATION_MS_MAX, Detector, Emit,
+    HOPS_MAX, KeySpec, Kind, PARSE_STACK_BYTES, PATTERN_STEPS_MAX, PatternSpec, PatternStart, RULE_BYTES_MAX,
+    RULE_NAME_BYTES_MAX, RULE_STREAMS_MAX, Rule, RuleLimits, Step, WindowSpec, WindowType, validate_rule_name,
 };
 pub use runtime::{
     BACKTEST_EVENTS_MAX, BACKTEST_OUTPUTS_MAX, BacktestReport, BacktestRequest, BacktestRule, CrashPoint, ID_HEADER,

@@ -139,7 +139,8 @@ fn first_line(message: &str) -> String {
 
 /// 1-based line and column (in characters) of a byte position.
 fn line_column(source: &str, byte: usize) -> (u64, u64) {
-    let before = &source[..byte.min(source.len())];
+    // A position inside a character (it should not happen) counts from the whole text.
+    let before = source.get(..byte.min(source.len())).unwrap_or(source);
     let line = before.matches('\n').count() as u64 + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() as u64 + 1;

@@ -10,6 +10,8 @@ use crate::node::{self, Format, Node, Value};
 
 /// Bytes of a rule's source.
 pub const RULE_BYTES_MAX: usize = 256 * 1024;
+/// Stack of the thread a rule is parsed on (see `Rule::parse`).
+pub const PARSE_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes of a rule name (it is also a file name).
 pub const RULE_NAME_BYTES_MAX: usize = 128;
 /// Input streams of one rule.
@@ -215,7 +217,32 @@ pub struct RuleLimits {
 
 impl Rule {
     /// Parses and validates a rule. `origin` names it in errors (a path, or `api:<name>`).
+    ///
+    /// The YAML, TOML and CEL parsers recurse once per level of nesting (up to their own
+    /// limits of about 250 levels); on a 2 MiB tokio worker stack that can overflow, which
+    /// aborts the process. So parsing runs on a thread of its own with `PARSE_STACK_BYTES`
+    /// of stack (reserved, not committed), and a panic in a parser becomes an error.
     pub fn parse(source: &str, format: Format, origin: &str) -> Result<Rule, RuleError> {
+        let failed = |why: String| RuleError {
+            origin: origin.into(),
+            line: None,
+            column: None,
+            field: "(document)".into(),
+            why,
+        };
+        std::thread::scope(|scope| {
+            let parser = std::thread::Builder::new()
+                .name("strom-rule-parse".into())
+                .stack_size(PARSE_STACK_BYTES)
+                .spawn_scoped(scope, || Rule::parse_here(source, format, origin));
+            match parser {
+                Ok(parser) => parser.join().unwrap_or_else(|_| Err(failed("the rule's parser failed".into()))),
+                Err(error) => Err(failed(format!("no thread to parse the rule on: {error}"))),
+            }
+        })
+    }
+
+    fn parse_here(source: &str, format: Format, origin: &str) -> Result<Rule, RuleError> {
         if source.len() > RULE_BYTES_MAX {
             return Err(RuleError {
                 origin: origin.into(),

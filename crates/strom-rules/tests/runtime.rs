@@ -431,8 +431,21 @@ async fn a_backtest_reports_what_a_rule_would_have_emitted_and_emits_nothing() {
     assert_eq!(report.outputs[0].json()["properties"]["cart_id"], "c1");
     assert!(log.stream("derived").is_err(), "a backtest appends nothing");
 
-    let report = rules.backtest(BacktestRequest { max_outputs: 0, ..request }).await.unwrap();
+    let report = rules.backtest(BacktestRequest { max_outputs: 0, ..request.clone() }).await.unwrap();
     assert_eq!((report.outputs.len(), report.outputs_total, report.truncated), (0, 1, true));
+
+    // By record time: every record was appended at T0, so a range from T0 + 1 ms is empty.
+    let later = BacktestRequest { from: Some(Position::TimestampMs(T0 + 1)), ..request.clone() };
+    assert_eq!(rules.backtest(later).await.unwrap().events_read, 0);
+    let all = BacktestRequest { from: Some(Position::TimestampMs(T0)), ..request.clone() };
+    assert_eq!(rules.backtest(all).await.unwrap().events_read, 4);
+    // A rule that does not validate is an error with its place, not a report.
+    let broken = BacktestRequest {
+        rule: BacktestRule::Source { source: CART_RULE.replace("within: 30s", "within: soon"), format: Format::Yaml },
+        ..request
+    };
+    let error = rules.backtest(broken).await.unwrap_err();
+    assert!(error.to_string().starts_with("backtest:6:11: pattern.within:"), "{error}");
     rules.close().await;
 }
 
