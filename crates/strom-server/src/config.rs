@@ -56,6 +56,8 @@ pub struct Config {
     pub rules: RulesSettings,
     /// `[webhooks]`: destinations of rule actions (its keys are `strom_webhooks::WebhooksConfig`'s).
     pub webhooks: strom_webhooks::WebhooksConfig,
+    /// The data lake (its keys are `strom_lake::LakeConfig`'s).
+    pub lake: strom_lake::LakeConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -303,6 +305,7 @@ impl Default for Config {
             kafka: strom_kafka::KafkaConfig::default(),
             webhooks: strom_webhooks::WebhooksConfig::default(),
             rules: RulesSettings::default(),
+            lake: strom_lake::LakeConfig::default(),
         }
     }
 }
@@ -477,6 +480,7 @@ impl Config {
         if self.log.backend == LogBackend::Kafka {
             self.log.kafka.validate()?;
         }
+        self.lake.validate()?;
         if self.catalog.pii_secret.as_ref().is_some_and(|secret| secret.0.len() < 16) {
             return Err("catalog.pii_secret must be at least 16 bytes (a short key can be guessed)".into());
         }
@@ -561,6 +565,10 @@ mod tests {
             ("[kafka]\nport = 9092", "port"),
             ("[kafka.tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.pem\"", "kafka.tls"),
             ("[kafka.sasl]\nmechanisms = [\"GSSAPI\"]", "kafka.sasl.mechanisms"),
+            ("[lake]\nroll_bytes = 1", "lake.roll_bytes"),
+            ("[lake]\nurl = \"gs://bucket\"", "lake.url"),
+            ("[lake]\ntime_basis = \"wall\"", "wall"),
+            ("[lake.s3]\nkey = \"x\"", "key"),
         ];
         for (text, key) in cases {
             let error = Config::parse(text).unwrap_err();

@@ -107,6 +107,27 @@ impl From<LogError> for ApiError {
     }
 }
 
+impl From<strom_lake::LakeError> for ApiError {
+    fn from(error: strom_lake::LakeError) -> ApiError {
+        use strom_lake::LakeError;
+        let message = error.to_string();
+        match error {
+            LakeError::Query(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message),
+            LakeError::QueryTooLarge(_) => ApiError::new(StatusCode::BAD_REQUEST, "query_too_large", message),
+            LakeError::QueryTimeout { timeout_ms } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "query_timeout", message)
+                    .with_detail(json!({"timeout_ms": timeout_ms}))
+            }
+            LakeError::QueriesBusy { .. } => ApiError::overloaded(message),
+            LakeError::Log(error) => ApiError::from(error),
+            _ => {
+                tracing::error!(%message, "lake error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
 fn is_disk_full(error: &std::io::Error) -> bool {
     matches!(error.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }

@@ -6,6 +6,7 @@ mod catalog;
 mod collector;
 pub mod config;
 mod error;
+mod lake;
 mod rules;
 
 use std::future::Future;
@@ -40,6 +41,8 @@ pub enum ServerError {
     Rules(#[from] strom_rules::RulesError),
     #[error("collector: {0}")]
     Collector(String),
+    #[error("lake: {0}")]
+    Lake(#[from] strom_lake::LakeError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -128,6 +131,7 @@ pub async fn run_with_kafka(
     if let Some(rules) = &rules {
         tokio::spawn(rules::reload_on_hangup(rules.clone(), stopping_receiver.clone()));
     }
+    let (lake, lake_sink) = lake::start(&config, &log, &catalog).await?;
     let state = Arc::new(api::AppState {
         log: log.clone(),
         catalog,
@@ -143,6 +147,7 @@ pub async fn run_with_kafka(
         admin_tokens: collector.admin_tokens.clone(),
         webhooks: webhooks.clone(),
         rules: rules.clone(),
+        lake,
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP API listening");
@@ -202,6 +207,10 @@ pub async fn run_with_kafka(
     }
     webhooks.close().await;
     collector.close(&log).await;
+    if let Some(sink) = lake_sink {
+        // After the collector: nothing is appended any more, so the last flush is the last.
+        sink.close().await;
+    }
     log.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@ mod bench;
 mod client;
 mod collect;
 mod demo;
+mod lake;
 mod webhooks;
 
 use std::io;
@@ -40,6 +41,11 @@ enum Command {
     Client(client::Command),
     /// Try Strom: a shop's traffic, rules and webhooks on this machine, printed as they fire.
     Demo(demo::DemoArgs),
+    /// Run SQL over the lake (through the server, or over the files with --lake).
+    Query(lake::QueryArgs),
+    /// The lake's upkeep.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
     /// Measure a server or the log under load.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -81,6 +87,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => demo::run(args),
         Command::Bench(bench) => bench::run(bench, &cli.url, cli.token.as_deref()),
+        Command::Query(args) => lake::query(args, &cli.url, cli.token.as_deref()),
+        Command::Lake(command) => {
+            let api = Api::new(cli.url, CLIENT_CONNECTIONS_IDLE_MAX, cli.token.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(lake::lake(&api, command))
+        }
     }
 }
 

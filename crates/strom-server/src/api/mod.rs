@@ -4,6 +4,7 @@ mod catalog;
 mod collect;
 mod groups;
 pub(crate) mod produce;
+mod query;
 mod read;
 mod rules;
 mod sources;
@@ -49,6 +50,8 @@ pub(crate) struct AppState {
     pub webhooks: Arc<strom_webhooks::Webhooks>,
     /// None when `rules.enabled` is false.
     pub rules: Option<Arc<strom_rules::Rules>>,
+    /// The lake, when configured (`[lake]`): queries and compaction.
+    pub lake: Option<strom_lake::Lake>,
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -86,6 +89,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/webhooks/destinations", get(webhooks::list))
         .route("/v1/webhooks/destinations/{name}", get(webhooks::get))
         .route("/v1/webhooks/destinations/{name}/enable", post(webhooks::enable))
+        .route("/v1/query", post(query::query))
+        .route("/v1/lake/compact", post(query::compact))
         .merge(catalog::admin_routes())
         .nest("/schema-registry", catalog::registry_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), sources::admin_guard));
