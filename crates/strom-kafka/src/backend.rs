@@ -29,6 +29,8 @@ use strom_log::{Appended, EncodedBatch, LogError, RecordOut, Remote, RemoteFutur
 pub const READERS_MAX: usize = 64;
 /// Groups whose offsets are committed or fetched through a consumer kept open.
 pub const GROUP_CLIENTS_MAX: usize = 64;
+/// The group id of readers' consumers (never joined, never committed to).
+const READERS_GROUP: &str = "strom.readers";
 /// Records a reader's consumer prefetches per partition, in KiB (librdkafka's default is 64 MiB).
 const READER_QUEUE_KBYTES: &str = "4096";
 /// How long a read waits for its first record when the log end says there is one.
@@ -115,6 +117,9 @@ impl BackendConfig {
     }
 }
 
+/// Readers by (stream, partition).
+type Readers = HashMap<(String, u32), Arc<Mutex<Reader>>>;
+
 /// A reader of one partition: an assigned consumer and the offset its next message has.
 struct Reader {
     consumer: BaseConsumer,
@@ -129,7 +134,7 @@ pub struct KafkaBackend {
     admin: AdminClient<DefaultClientContext>,
     /// Metadata, watermarks and offsets by time (no group, nothing assigned).
     metadata: BaseConsumer,
-    readers: Mutex<HashMap<(String, u32), Arc<Mutex<Reader>>>>,
+    readers: Mutex<Readers>,
     groups: Mutex<HashMap<String, (Arc<BaseConsumer>, Instant)>>,
     timeout: Duration,
 }
@@ -159,9 +164,9 @@ impl KafkaBackend {
             .set("enable.auto.commit", "false")
             .create()
             .map_err(|error| remote_error("cannot create a Kafka consumer", error))?;
-        metadata
-            .fetch_metadata(None, timeout)
-            .map_err(|error| remote_error(&format!("the Kafka cluster at {} does not answer", config.bootstrap_servers), error))?;
+        metadata.fetch_metadata(None, timeout).map_err(|error| {
+            remote_error(&format!("the Kafka cluster at {} does not answer", config.bootstrap_servers), error)
+        })?;
         Ok(KafkaBackend {
             config,
             producer,
@@ -205,6 +210,9 @@ impl KafkaBackend {
         let consumer: BaseConsumer = self
             .config
             .client()
+            // librdkafka refuses to assign partitions to a consumer without a group; this
+            // one never joins it (no subscription) and never commits.
+            .set("group.id", self.group_id(READERS_GROUP))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
@@ -349,7 +357,8 @@ impl Remote for KafkaBackend {
         let topic = self.topic(stream);
         let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {
-            let mut message = FutureRecord::<[u8], [u8]>::to(&topic).partition(partition as i32).timestamp(record.timestamp_ms);
+            let mut message =
+                FutureRecord::<[u8], [u8]>::to(&topic).partition(partition as i32).timestamp(record.timestamp_ms);
             if let Some(key) = &record.key {
                 message = message.key(key.as_ref());
             }
@@ -357,9 +366,12 @@ impl Remote for KafkaBackend {
                 message = message.payload(value.as_ref());
             }
             if !record.headers.is_empty() {
-                let headers = record.headers.iter().fold(OwnedHeaders::new_with_capacity(record.headers.len()), |h, (key, value)| {
-                    h.insert(Header { key, value: value.as_deref() })
-                });
+                let headers = record
+                    .headers
+                    .iter()
+                    .fold(OwnedHeaders::new_with_capacity(record.headers.len()), |h, (key, value)| {
+                        h.insert(Header { key, value: value.as_deref() })
+                    });
                 message = message.headers(headers);
             }
             let started = Instant::now();
@@ -395,8 +407,14 @@ impl Remote for KafkaBackend {
                         let offset = delivered.offset.max(0) as u64;
                         offsets = (offsets.0.min(offset), offsets.1.max(offset));
                     }
-                    Ok(Err((error, _))) => return Err(remote_error(&format!("producing to {topic}/{partition}"), error)),
-                    Err(_) => return Err(LogError::Remote(format!("producing to {topic}/{partition}: the producer went away"))),
+                    Ok(Err((error, _))) => {
+                        return Err(remote_error(&format!("producing to {topic}/{partition}"), error));
+                    }
+                    Err(_) => {
+                        return Err(LogError::Remote(format!(
+                            "producing to {topic}/{partition}: the producer went away"
+                        )));
+                    }
                 }
             }
             Ok(Appended { base_offset: offsets.0, last_offset: offsets.1 })
@@ -421,7 +439,10 @@ impl Remote for KafkaBackend {
             assignment
                 .add_partition_offset(&topic, partition as i32, Offset::Offset(from as i64))
                 .map_err(|error| remote_error("assigning a partition", error))?;
-            reader.consumer.assign(&assignment).map_err(|error| remote_error(&format!("reading {topic}/{partition}"), error))?;
+            reader
+                .consumer
+                .assign(&assignment)
+                .map_err(|error| remote_error(&format!("reading {topic}/{partition}"), error))?;
             reader.next = Some(from);
         }
         let deadline = Instant::now() + Duration::from_millis(READ_FIRST_RECORD_MS);

@@ -93,8 +93,12 @@ async fn appends_read_back_in_order(subject: Subject) {
         let records: Vec<RecordIn> = (0..20)
             .map(|i| record(&format!("k{i}"), &format!("{{\"round\":{round},\"i\":{i}}}"), base_ms + round * 100 + i))
             .collect();
-        let appended =
-            stream.partition(1).unwrap().append(EncodedBatch::encode(&records).unwrap(), Durability::Sync).await.unwrap();
+        let appended = stream
+            .partition(1)
+            .unwrap()
+            .append(EncodedBatch::encode(&records).unwrap(), Durability::Sync)
+            .await
+            .unwrap();
         assert_eq!((appended.base_offset, appended.last_offset), (round as u64 * 20, round as u64 * 20 + 19));
         expected.extend(records);
     }
@@ -124,9 +128,10 @@ async fn appends_read_back_in_order(subject: Subject) {
     assert!(at_end.records.is_empty());
     assert_eq!((at_end.next_offset, at_end.log_end_offset), (100, 100));
     let (reader, stream_name) = (log.clone(), name.clone());
-    let past = tokio::task::spawn_blocking(move || reader.stream(&stream_name)?.partition(1)?.read_records(101, 10, 1 << 20))
-        .await
-        .unwrap();
+    let past =
+        tokio::task::spawn_blocking(move || reader.stream(&stream_name)?.partition(1)?.read_records(101, 10, 1 << 20))
+            .await
+            .unwrap();
     assert!(matches!(past, Err(LogError::OffsetOutOfRange { .. })), "{past:?}");
     // Offsets by time: the first record at or after the time, none past the newest.
     let partition = stream.partition(1).unwrap();

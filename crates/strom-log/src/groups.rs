@@ -29,7 +29,10 @@ pub struct GroupOffsets {
 enum Store {
     Local(Database),
     /// The remote's group offsets, and the (group, stream) pairs already fetched into the cache.
-    Remote { remote: Arc<dyn Remote>, fetched: Mutex<BTreeSet<(String, String)>> },
+    Remote {
+        remote: Arc<dyn Remote>,
+        fetched: Mutex<BTreeSet<(String, String)>>,
+    },
 }
 
 /// Whether a commit may move an offset backwards.
@@ -85,7 +88,7 @@ impl GroupOffsets {
         if fetched.lock().unwrap_or_else(|e| e.into_inner()).contains(&pair) {
             return Ok(());
         }
-        let offsets = remote.committed(group, stream)?;
+        let offsets = crate::remote::blocking(|| remote.committed(group, stream))?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         for (partition, offset) in offsets {
             // A commit of this process since is newer than what was fetched.
@@ -130,7 +133,7 @@ impl GroupOffsets {
                 }
                 write.commit().map_err(store_error)?;
             }
-            Store::Remote { remote, .. } => remote.commit(group, stream, offsets)?,
+            Store::Remote { remote, .. } => crate::remote::blocking(|| remote.commit(group, stream, offsets))?,
         }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         for &(partition, offset) in offsets {

@@ -17,8 +17,8 @@ use crate::batch::{BatchHeader, EncodedBatch, RecordOut, decode_records, set_bas
 use crate::clock::Clock;
 use crate::error::{IoContext, LogError, Result};
 use crate::index::write_synced;
-use crate::remote::RemotePartition;
 use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, QUEUE_BYTES_MAX, READ_BYTES_MAX};
+use crate::remote::RemotePartition;
 use crate::segment::{Segment, SegmentRead, parse_log_file_name};
 use crate::stream::StreamConfig;
 
@@ -312,7 +312,9 @@ impl Partition {
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
         match &self.inner {
             Inner::Local(local) => local.offset_for_timestamp(timestamp_ms),
-            Inner::Remote(remote) => remote.remote.offset_for_timestamp(&remote.stream, remote.id, timestamp_ms),
+            Inner::Remote(remote) => {
+                crate::remote::blocking(|| remote.remote.offset_for_timestamp(&remote.stream, remote.id, timestamp_ms))
+            }
         }
     }
 

@@ -44,8 +44,15 @@ pub trait Remote: Send + Sync + 'static {
     fn append(&self, stream: &str, partition: u32, batch: EncodedBatch) -> Result<RemoteFuture<'static, Appended>>;
     /// Records from `from` on, below `end` (the log end known now): at most `max_records`
     /// and about `max_bytes`, at least one record when `from < end`. Blocking.
-    fn read(&self, stream: &str, partition: u32, from: u64, end: u64, max_records: usize, max_bytes: usize)
-    -> Result<Vec<RecordOut>>;
+    fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        end: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordOut>>;
     /// (log start offset, log end offset). Blocking.
     fn watermarks(&self, stream: &str, partition: u32) -> Result<(u64, u64)>;
     /// The first offset whose record timestamp is at or after `timestamp_ms`. Blocking.
@@ -56,6 +63,20 @@ pub trait Remote: Send + Sync + 'static {
     fn committed(&self, group: &str, stream: &str) -> Result<Vec<(u32, u64)>>;
     /// Waits (bounded) for queued appends to be acknowledged. Blocking.
     fn close(&self);
+}
+
+/// Runs a blocking call to the remote. On a worker of a multi-threaded tokio runtime the
+/// runtime is told first (`block_in_place`), so that the worker's other tasks move on while
+/// this one waits for the network: some of the log's blocking methods (`committed`, reads
+/// that must check their range) are called from async code, as they are cheap on the
+/// embedded log.
+pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
 }
 
 /// A partition of a remote log: its cached watermarks and the remote.
@@ -95,7 +116,7 @@ impl RemotePartition {
 
     /// Asks the remote for the watermarks now. Blocking.
     pub fn refresh(&self) -> Result<(u64, u64)> {
-        match self.remote.watermarks(&self.stream, self.id) {
+        match blocking(|| self.remote.watermarks(&self.stream, self.id)) {
             Ok((start, end)) => {
                 self.start.store(start, Ordering::Release);
                 self.end.send_if_modified(|known| {
@@ -134,7 +155,10 @@ impl RemotePartition {
             }
             let _ = reply.send(result);
         });
-        Ok(PendingAppend::new(answer, LogError::Remote(format!("the append to {}/{} was abandoned", self.stream, self.id))))
+        Ok(PendingAppend::new(
+            answer,
+            LogError::Remote(format!("the append to {}/{} was abandoned", self.stream, self.id)),
+        ))
     }
 
     pub async fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
@@ -159,9 +183,15 @@ impl RemotePartition {
             }
         }
         if from == end {
-            return Ok(ReadRecords { records: Vec::new(), next_offset: from, log_start_offset: start, log_end_offset: end });
+            return Ok(ReadRecords {
+                records: Vec::new(),
+                next_offset: from,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
         }
-        let records = self.remote.read(&self.stream, self.id, from, end, max_records.max(1), max_bytes.max(1))?;
+        let records =
+            blocking(|| self.remote.read(&self.stream, self.id, from, end, max_records.max(1), max_bytes.max(1)))?;
         let next_offset = records.last().map_or(from, |r| r.offset + 1);
         if next_offset > end {
             self.saw_end(next_offset);

@@ -31,6 +31,7 @@ async fn events(server: &TestServer, stream: &str, partition: u32, from: u64) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_the_cluster() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,librdkafka=warn").with_test_writer().try_init();
     let broker = TestServer::start().await;
     let server = on_kafka(&broker, None).await;
 
@@ -65,11 +66,18 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     assert_eq!(first["events"].as_array().unwrap().len(), 10, "{first}");
     let offsets: Vec<Value> = (0..2)
         .map(|p| {
-            let last = first["events"].as_array().unwrap().iter().filter(|e| e["partition"] == p).map(|e| e["offset"].as_u64().unwrap()).max();
+            let last = first["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["partition"] == p)
+                .map(|e| e["offset"].as_u64().unwrap())
+                .max();
             json!({"partition": p, "offset": last.map_or(0, |o| o + 1)})
         })
         .collect();
-    let (status, body) = server.post("/v1/groups/mailer/offsets", &json!({"stream": "orders", "offsets": offsets})).await;
+    let (status, body) =
+        server.post("/v1/groups/mailer/offsets", &json!({"stream": "orders", "offsets": offsets})).await;
     assert_eq!(status, 200, "{body}");
 
     // The tracking API: a retry with the same messageId is stored once.
@@ -103,8 +111,14 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     let (status, again) = server.get("/v1/groups/mailer/streams/orders/events?max_records=1000").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["events"].as_array().unwrap().len(), 0, "committed offsets respected: {again}");
-    let response =
-        server.client.post(format!("{}/v1/track", server.url)).basic_auth(&key, Some("")).json(&track).send().await.unwrap();
+    let response = server
+        .client
+        .post(format!("{}/v1/track", server.url))
+        .basic_auth(&key, Some(""))
+        .json(&track)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = status_and_json(response).await;
     assert_eq!((status, body.get("duplicate").cloned()), (200, Some(json!(true))), "{body}");
     assert_eq!(events(&broker, "shop.events", 0, 0).await.len(), 1);
