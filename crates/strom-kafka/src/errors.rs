@@ -24,6 +24,10 @@ pub(crate) fn code(error: &LogError) -> ResponseError {
         }
         // Shutting down: the client reconnects (to the restarted server) and retries.
         LogError::Closed => ResponseError::NotLeaderOrFollower,
-        LogError::OffsetRegression { .. } | LogError::GroupStore(_) => ResponseError::UnknownServerError,
+        LogError::OffsetRegression { .. } | LogError::GroupStore(_) | LogError::Unsupported(_) => {
+            ResponseError::UnknownServerError
+        }
+        // The listener serves the embedded log only; kept exhaustive for the day it does not.
+        LogError::Remote(_) => ResponseError::KafkaStorageError,
     }
 }

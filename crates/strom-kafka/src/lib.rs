@@ -1,4 +1,5 @@
-//! Strom's Kafka listener: the Kafka wire protocol on the embedded log.
+//! Strom's Kafka listener: the Kafka wire protocol on the embedded log; and the Kafka backend
+//! (`backend.rs`): the log itself kept on a Kafka cluster.
 //!
 //! Kafka clients (librdkafka, the Java client, kafka-python) connect here and see one broker
 //! (node 0) that leads every partition of every stream: streams are topics, one namespace
@@ -16,6 +17,7 @@
 //!   and of fetch responses in flight across connections, connections.
 
 pub(crate) mod api;
+pub mod backend;
 mod config;
 mod connection;
 mod errors;
@@ -29,6 +31,7 @@ mod tls;
 mod validate;
 
 pub use api::decode_only;
+pub use backend::{BackendConfig, KafkaBackend};
 pub use config::{InvalidRecords, KafkaConfig, SaslConfig, SaslUser, TlsFiles};
 pub use frame::{FrameError, RequestFrame, parse_request};
 pub use server::serve;

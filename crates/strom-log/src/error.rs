@@ -36,6 +36,13 @@ pub enum LogError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("consumer group store: {0}")]
     GroupStore(String),
+    /// The remote log (Kafka) failed or could not be reached.
+    #[error("remote log: {0}")]
+    Remote(String),
+    /// Something the embedded log does that this log cannot (e.g. serving stored batches of
+    /// a remote log).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,14 +1,19 @@
 //! Committed consumer-group offsets, in an embedded transactional store (redb): one write
 //! transaction per commit, fsync'd before the commit is answered. A copy lives in memory for
 //! reads and for the lag metric.
+//!
+//! On a remote log the offsets are the remote's (Kafka: the group's committed offsets, so
+//! Kafka's tools show them). The memory copy is then filled per group and stream on first
+//! use and kept current by this process's commits: one process commits for a group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{LogError, Result};
+use crate::remote::Remote;
 
 /// (group, stream, partition) → the next offset the group will read.
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("offsets");
@@ -16,9 +21,18 @@ const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("o
 type Key = (String, String, u32);
 
 pub struct GroupOffsets {
-    db: Database,
+    store: Store,
     commit: Mutex<()>,
     cache: Mutex<BTreeMap<Key, u64>>,
+}
+
+enum Store {
+    Local(Database),
+    /// The remote's group offsets, and the (group, stream) pairs already fetched into the cache.
+    Remote {
+        remote: Arc<dyn Remote>,
+        fetched: Mutex<BTreeSet<(String, String)>>,
+    },
 }
 
 /// Whether a commit may move an offset backwards.
@@ -56,7 +70,32 @@ impl GroupOffsets {
                 cache.insert((group.to_string(), stream.to_string(), partition), value.value());
             }
         }
-        Ok(GroupOffsets { db, commit: Mutex::new(()), cache: Mutex::new(cache) })
+        Ok(GroupOffsets { store: Store::Local(db), commit: Mutex::new(()), cache: Mutex::new(cache) })
+    }
+
+    pub(crate) fn remote(remote: Arc<dyn Remote>) -> GroupOffsets {
+        GroupOffsets {
+            store: Store::Remote { remote, fetched: Mutex::new(BTreeSet::new()) },
+            commit: Mutex::new(()),
+            cache: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Fills the cache with a remote group's offsets of a stream, once. Blocking.
+    fn fetch(&self, group: &str, stream: &str) -> Result<()> {
+        let Store::Remote { remote, fetched } = &self.store else { return Ok(()) };
+        let pair = (group.to_string(), stream.to_string());
+        if fetched.lock().unwrap_or_else(|e| e.into_inner()).contains(&pair) {
+            return Ok(());
+        }
+        let offsets = crate::remote::blocking(|| remote.committed(group, stream))?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for (partition, offset) in offsets {
+            // A commit of this process since is newer than what was fetched.
+            cache.entry((group.to_string(), stream.to_string(), partition)).or_insert(offset);
+        }
+        fetched.lock().unwrap_or_else(|e| e.into_inner()).insert(pair);
+        Ok(())
     }
 
     /// Commits offsets of one group and stream atomically.
@@ -65,6 +104,7 @@ impl GroupOffsets {
         // serialised so the check and the write are one step; readers of the cache never wait
         // for a commit's fsync.
         let _commit = self.commit.lock().unwrap_or_else(|e| e.into_inner());
+        self.fetch(group, stream)?;
         if mode == CommitMode::Forward {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             for &(partition, offset) in offsets {
@@ -82,14 +122,19 @@ impl GroupOffsets {
                 }
             }
         }
-        let write = self.db.begin_write().map_err(store_error)?;
-        {
-            let mut table = write.open_table(OFFSETS).map_err(store_error)?;
-            for &(partition, offset) in offsets {
-                table.insert((group, stream, partition), offset).map_err(store_error)?;
+        match &self.store {
+            Store::Local(db) => {
+                let write = db.begin_write().map_err(store_error)?;
+                {
+                    let mut table = write.open_table(OFFSETS).map_err(store_error)?;
+                    for &(partition, offset) in offsets {
+                        table.insert((group, stream, partition), offset).map_err(store_error)?;
+                    }
+                }
+                write.commit().map_err(store_error)?;
             }
+            Store::Remote { remote, .. } => crate::remote::blocking(|| remote.commit(group, stream, offsets))?,
         }
-        write.commit().map_err(store_error)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         for &(partition, offset) in offsets {
             cache.insert((group.to_string(), stream.to_string(), partition), offset);
@@ -97,12 +142,19 @@ impl GroupOffsets {
         Ok(())
     }
 
+    /// The next offset `group` reads of the partition. A remote log is asked once per group
+    /// and stream (blocking); a failure to ask answers `None` and is asked again next time.
     pub fn committed(&self, group: &str, stream: &str, partition: u32) -> Option<u64> {
+        if let Err(error) = self.fetch(group, stream) {
+            tracing::warn!(group, stream, %error, "committed offsets could not be fetched from the remote log");
+            return None;
+        }
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.get(&(group.to_string(), stream.to_string(), partition)).copied()
     }
 
-    /// Every committed offset: (group, stream, partition, offset), sorted.
+    /// Every committed offset: (group, stream, partition, offset), sorted. On a remote log:
+    /// those of the groups and streams this process used.
     pub fn all(&self) -> Vec<(String, String, u32, u64)> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.iter().map(|((g, s, p), o)| (g.clone(), s.clone(), *p, *o)).collect()
@@ -117,12 +169,20 @@ impl GroupOffsets {
     /// Forgets a deleted stream's offsets in every group.
     pub(crate) fn remove_stream(&self, stream: &str) -> Result<()> {
         let _commit = self.commit.lock().unwrap_or_else(|e| e.into_inner());
-        let write = self.db.begin_write().map_err(store_error)?;
-        {
-            let mut table = write.open_table(OFFSETS).map_err(store_error)?;
-            table.retain(|(_, s, _), _| s != stream).map_err(store_error)?;
+        match &self.store {
+            Store::Local(db) => {
+                let write = db.begin_write().map_err(store_error)?;
+                {
+                    let mut table = write.open_table(OFFSETS).map_err(store_error)?;
+                    table.retain(|(_, s, _), _| s != stream).map_err(store_error)?;
+                }
+                write.commit().map_err(store_error)?;
+            }
+            // The remote forgets a deleted topic's offsets itself (Kafka does).
+            Store::Remote { fetched, .. } => {
+                fetched.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, s)| s != stream);
+            }
         }
-        write.commit().map_err(store_error)?;
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, s, _), _| s != stream);
         Ok(())
     }

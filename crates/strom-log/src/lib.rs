@@ -6,6 +6,9 @@
 //! queued while the previous sync ran). Readers read segment files directly, verify every
 //! batch's CRC-32C, and never see past what the writer made visible.
 //!
+//! The same API can sit on a remote log instead (`LogConfig::remote`: Apache Kafka through
+//! `strom-kafka`'s backend); see `remote.rs` for what differs.
+//!
 //! Architecture invariants:
 //! - Nothing is acknowledged before the durability the caller asked for.
 //! - A failed write or fsync poisons the partition; it is never retried on the same pages.
@@ -21,6 +24,7 @@ pub mod limits;
 mod log;
 mod partition;
 pub mod partitioner;
+mod remote;
 mod segment;
 mod stream;
 
@@ -30,4 +34,5 @@ pub use error::{LogError, Result};
 pub use groups::{CommitMode, GroupOffsets};
 pub use log::{Log, LogConfig};
 pub use partition::{Appended, Durability, Partition, PartitionStatus, PendingAppend, ReadBatches, ReadRecords};
+pub use remote::{Remote, RemoteFuture};
 pub use stream::{Stream, StreamConfig, validate_stream_name};

@@ -41,3 +41,14 @@ pub const READ_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Length of a stream name (Kafka's topic name limit).
 pub const STREAM_NAME_BYTES_MAX: usize = 249;
+
+/// A remote log's watermarks are refreshed this often for partitions somebody waits on
+/// (`Partition::wait_for`): the delay before a long poll sees another writer's records.
+pub const REMOTE_WAIT_POLL_MS: u64 = 50;
+/// ... and this often for every partition (lag metrics, reads' range checks).
+pub const REMOTE_IDLE_POLL_MS: u64 = 1000;
+/// Streams created or deleted on the remote by others are seen within this.
+pub const REMOTE_STREAMS_POLL_MS: u64 = 5000;
+/// A stream deleted here is not taken back from the remote's listing for this long (Kafka
+/// deletes topics asynchronously, and its metadata may list one for a while).
+pub const REMOTE_DELETED_GRACE_MS: u64 = 60_000;

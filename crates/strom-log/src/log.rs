@@ -1,16 +1,18 @@
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{IoContext, LogError, Result};
 use crate::groups::GroupOffsets;
 use crate::index::write_synced;
-use crate::limits::STREAMS_MAX;
+use crate::limits::{REMOTE_DELETED_GRACE_MS, STREAMS_MAX};
 use crate::partition::{Partition, WriterTiming};
+use crate::remote::{Remote, RemotePartition, poll_watermarks};
 use crate::stream::{Stream, StreamConfig, validate_stream_name};
 
 const STREAM_FILE: &str = "stream.json";
@@ -47,6 +49,8 @@ pub struct LogConfig {
     /// acknowledged data and is left in place (the partition then refuses appends).
     pub checkpoint_interval: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Keep the streams and group offsets on a remote log (Kafka) instead of in `dir`.
+    pub remote: Option<Arc<dyn Remote>>,
 }
 
 impl LogConfig {
@@ -57,6 +61,7 @@ impl LogConfig {
             retention_check_interval: Duration::from_secs(30),
             checkpoint_interval: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
+            remote: None,
         }
     }
 }
@@ -73,12 +78,18 @@ pub struct Log {
     admin: tokio::sync::Mutex<()>,
     groups: GroupOffsets,
     closed: AtomicBool,
+    /// Streams deleted here lately (remote logs only), not to be taken back from a listing
+    /// that still shows them.
+    deleted: Mutex<HashMap<String, Instant>>,
 }
 
 impl Log {
     /// Opens the log, recovering every partition, and starts the writer and retention tasks
     /// on the current tokio runtime.
     pub fn open(config: LogConfig) -> Result<Arc<Log>> {
+        if let Some(remote) = config.remote.clone() {
+            return Log::open_remote(config, remote);
+        }
         let streams_dir = config.dir.join("streams");
         fs::create_dir_all(&streams_dir).at(&streams_dir)?;
         // Opening the offsets store first also takes its lock: a second process on the same
@@ -122,9 +133,84 @@ impl Log {
             admin: tokio::sync::Mutex::new(()),
             groups,
             closed: AtomicBool::new(false),
+            deleted: Mutex::new(HashMap::new()),
         });
         tokio::spawn(retention_task(Arc::downgrade(&log)));
         Ok(log)
+    }
+
+    /// Opens a log whose streams are on a remote (blocking: asks the remote for its streams
+    /// and their watermarks), and starts the watermark poller on the current tokio runtime.
+    /// `dir` is still created: it is where the rest of Strom keeps its local state.
+    fn open_remote(config: LogConfig, remote: Arc<dyn Remote>) -> Result<Arc<Log>> {
+        fs::create_dir_all(&config.dir).at(&config.dir)?;
+        let mut streams = BTreeMap::new();
+        for (name, partitions) in remote.streams()? {
+            let stream = remote_stream(&remote, &name, partitions, true)?;
+            streams.insert(name, Arc::new(stream));
+        }
+        tracing::info!(remote = %remote.describe(), streams = streams.len(), "remote log opened");
+        let log = Arc::new(Log {
+            config,
+            streams: RwLock::new(streams),
+            admin: tokio::sync::Mutex::new(()),
+            groups: GroupOffsets::remote(remote),
+            closed: AtomicBool::new(false),
+            deleted: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(poll_watermarks(Arc::downgrade(&log)));
+        Ok(log)
+    }
+
+    /// The remote this log is kept on, if it is.
+    pub fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.config.remote.as_ref()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes in streams that others created on the remote and forgets the ones they deleted.
+    /// Blocking.
+    pub(crate) fn refresh_remote_streams(&self) {
+        let Some(remote) = self.config.remote.clone() else { return };
+        let listed = match remote.streams() {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "the remote log's streams could not be listed");
+                return;
+            }
+        };
+        let recently_deleted: Vec<String> = {
+            let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+            deleted.retain(|_, at| at.elapsed() < Duration::from_millis(REMOTE_DELETED_GRACE_MS));
+            deleted.keys().cloned().collect()
+        };
+        let known: Vec<(String, u32)> =
+            self.streams().iter().map(|s| (s.name.clone(), s.partitions().len() as u32)).collect();
+        for (name, partitions) in &listed {
+            let same = known.iter().any(|(known, count)| known == name && count == partitions);
+            if same || recently_deleted.contains(name) {
+                continue;
+            }
+            // New, or its partitions were added to (Kafka's CreatePartitions).
+            match remote_stream(&remote, name, *partitions, true) {
+                Ok(stream) => {
+                    tracing::info!(stream = %name, partitions, "stream found on the remote log");
+                    self.streams.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), Arc::new(stream));
+                }
+                Err(error) => tracing::warn!(stream = %name, %error, "a remote stream could not be opened"),
+            }
+        }
+        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        streams.retain(|name, _| {
+            let keep = listed.iter().any(|(listed, _)| listed == name);
+            if !keep {
+                tracing::info!(stream = %name, "stream gone from the remote log");
+            }
+            keep
+        });
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -168,6 +254,15 @@ impl Log {
                 return Err(LogError::TooManyStreams { max: STREAMS_MAX });
             }
         }
+        if let Some(remote) = &self.config.remote {
+            remote.create_stream(name, &config).await?;
+            self.deleted.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            // A new topic's watermarks are 0 and 0: nothing to ask.
+            let stream = Arc::new(remote_stream(remote, name, config.partitions, false)?);
+            self.streams.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), stream.clone());
+            tracing::info!(stream = name, partitions = config.partitions, "stream created on the remote log");
+            return Ok(stream);
+        }
         let streams_dir = self.config.dir.join("streams");
         let dir = streams_dir.join(name);
         fs::create_dir(&dir).at(&dir)?;
@@ -190,6 +285,17 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
             .ok_or_else(|| LogError::StreamNotFound(name.to_string()))?;
+        if let Some(remote) = &self.config.remote {
+            if let Err(error) = remote.delete_stream(name).await {
+                // Still there: keep serving it.
+                self.streams.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), stream);
+                return Err(error);
+            }
+            self.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), Instant::now());
+            self.groups.remove_stream(name)?;
+            tracing::info!(stream = name, "stream deleted on the remote log");
+            return Ok(());
+        }
         for partition in stream.partitions() {
             partition.close().await;
         }
@@ -245,6 +351,10 @@ impl Log {
                 partition.close().await;
             }
         }
+        if let Some(remote) = self.config.remote.clone() {
+            // Waits for the appends still in flight to be acknowledged (bounded by the remote).
+            let _ = tokio::task::spawn_blocking(move || remote.close()).await;
+        }
         tracing::info!("log closed");
     }
 }
@@ -263,6 +373,21 @@ fn open_stream(config: &LogConfig, name: &str, dir: PathBuf, stream_config: Stre
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Stream { name: name.to_string(), config: stream_config, dir, partitions })
+}
+
+/// A stream of a remote log; `ask` fetches each partition's watermarks (blocking), else they
+/// start at 0 (a stream just created).
+fn remote_stream(remote: &Arc<dyn Remote>, name: &str, partitions: u32, ask: bool) -> Result<Stream> {
+    let partitions = (0..partitions)
+        .map(|id| {
+            let watermarks = if ask { remote.watermarks(name, id)? } else { (0, 0) };
+            Ok(Partition::from_remote(RemotePartition::new(remote.clone(), name, id, watermarks)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The remote keeps the topic's settings (retention, segments); only the partition count
+    // is known here.
+    let config = StreamConfig { partitions: partitions.len() as u32, ..StreamConfig::default() };
+    Ok(Stream { name: name.to_string(), config, dir: std::path::PathBuf::new(), partitions })
 }
 
 async fn retention_task(log: Weak<Log>) {

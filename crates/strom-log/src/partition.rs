@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::error::{IoContext, LogError, Result};
 use crate::index::write_synced;
 use crate::limits::{APPEND_QUEUE_MAX, GROUP_BYTES_MAX, QUEUE_BYTES_MAX, READ_BYTES_MAX};
+use crate::remote::RemotePartition;
 use crate::segment::{Segment, SegmentRead, parse_log_file_name};
 use crate::stream::StreamConfig;
 
@@ -52,6 +53,12 @@ pub struct PendingAppend {
     answer: oneshot::Receiver<Result<Appended>>,
     /// The answer when the writer goes away without replying.
     stopped: LogError,
+}
+
+impl PendingAppend {
+    pub(crate) fn new(answer: oneshot::Receiver<Result<Appended>>, stopped: LogError) -> PendingAppend {
+        PendingAppend { answer, stopped }
+    }
 }
 
 impl std::future::Future for PendingAppend {
@@ -169,12 +176,170 @@ struct Shared {
     queued_bytes: AtomicUsize,
 }
 
+/// One partition of a stream: embedded (segments on local disk, this module) or remote (a
+/// partition of a Kafka topic, `remote.rs`). Callers see one API.
 pub struct Partition {
+    inner: Inner,
+}
+
+enum Inner {
+    Local(LocalPartition),
+    Remote(Arc<RemotePartition>),
+}
+
+impl Partition {
+    pub(crate) fn open(
+        stream: &str,
+        id: u32,
+        dir: PathBuf,
+        config: StreamConfig,
+        clock: Arc<dyn Clock>,
+        timing: WriterTiming,
+    ) -> Result<Partition> {
+        Ok(Partition { inner: Inner::Local(LocalPartition::open(stream, id, dir, config, clock, timing)?) })
+    }
+
+    pub(crate) fn from_remote(partition: RemotePartition) -> Partition {
+        Partition { inner: Inner::Remote(Arc::new(partition)) }
+    }
+
+    pub(crate) fn remote(&self) -> Option<&Arc<RemotePartition>> {
+        match &self.inner {
+            Inner::Local(_) => None,
+            Inner::Remote(remote) => Some(remote),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        match &self.inner {
+            Inner::Local(local) => local.id(),
+            Inner::Remote(remote) => remote.id,
+        }
+    }
+
+    /// Appends one batch; answers after the asked durability. A full queue answers
+    /// `Overloaded` at once. (Remote: once the remote acknowledged every record.)
+    pub async fn append(&self, batch: EncodedBatch, durability: Durability) -> Result<Appended> {
+        self.submit(batch, durability)?.await
+    }
+
+    /// Queues one batch for appending now, without waiting: batches submitted one after the
+    /// other are appended in that order (the Kafka listener relies on it for the requests of
+    /// one connection). The returned future answers after the asked durability. A full queue
+    /// answers `Overloaded` at once.
+    pub fn submit(&self, batch: EncodedBatch, durability: Durability) -> Result<PendingAppend> {
+        match &self.inner {
+            Inner::Local(local) => local.submit(batch, durability),
+            Inner::Remote(remote) => remote.submit(batch),
+        }
+    }
+
+    /// Why the partition takes no appends (embedded: a failed write or fsync; remote: the
+    /// last watermark refresh failed), if it does not.
+    pub fn poisoned(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Local(local) => local.poisoned(),
+            Inner::Remote(remote) => remote.unreachable.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        match &self.inner {
+            Inner::Local(local) => local.log_start_offset(),
+            Inner::Remote(remote) => remote.log_start_offset(),
+        }
+    }
+
+    /// The offset the next record will get, as far as readers can see.
+    pub fn log_end_offset(&self) -> u64 {
+        match &self.inner {
+            Inner::Local(local) => local.log_end_offset(),
+            Inner::Remote(remote) => remote.log_end_offset(),
+        }
+    }
+
+    pub fn status(&self) -> PartitionStatus {
+        match &self.inner {
+            Inner::Local(local) => local.status(),
+            Inner::Remote(remote) => PartitionStatus {
+                partition: remote.id,
+                log_start_offset: remote.log_start_offset(),
+                log_end_offset: remote.log_end_offset(),
+                size_bytes: 0,
+                segments: 0,
+                poisoned: self.poisoned(),
+            },
+        }
+    }
+
+    /// (fsyncs, records they covered) since the partition was opened (remote: none known).
+    pub fn sync_stats(&self) -> (u64, u64) {
+        match &self.inner {
+            Inner::Local(local) => local.sync_stats(),
+            Inner::Remote(_) => (0, 0),
+        }
+    }
+
+    /// Waits until the log end passes `offset` or `timeout` elapses; true when there is data.
+    pub async fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
+        match &self.inner {
+            Inner::Local(local) => local.wait_for(offset, timeout).await,
+            Inner::Remote(remote) => remote.wait_for(offset, timeout).await,
+        }
+    }
+
+    /// Reads whole batches from `from` on, as stored: at most about `max_bytes` (but at least
+    /// one batch) and about `max_records` (batch granularity). Blocking file I/O (page cache
+    /// reads). A remote log has no batches to serve as stored: `Unsupported`.
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<ReadBatches> {
+        match &self.inner {
+            Inner::Local(local) => local.read(from, max_records, max_bytes),
+            Inner::Remote(_) => Err(LogError::Unsupported("reading stored batches of a remote log")),
+        }
+    }
+
+    /// Reads records from `from`, decoded and trimmed to `[from, from + max_records)`.
+    /// Blocking (file I/O, or the network for a remote log).
+    pub fn read_records(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<ReadRecords> {
+        match &self.inner {
+            Inner::Local(local) => local.read_records(from, max_records, max_bytes),
+            Inner::Remote(remote) => remote.read_records(from, max_records, max_bytes),
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, or `None` when
+    /// every record is older. Blocking.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        match &self.inner {
+            Inner::Local(local) => local.offset_for_timestamp(timestamp_ms),
+            Inner::Remote(remote) => {
+                crate::remote::blocking(|| remote.remote.offset_for_timestamp(&remote.stream, remote.id, timestamp_ms))
+            }
+        }
+    }
+
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        match &self.inner {
+            Inner::Local(local) => local.enforce_retention(now_ms),
+            // The remote applies its own retention.
+            Inner::Remote(_) => Ok(0),
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Inner::Local(local) = &self.inner {
+            local.close().await;
+        }
+    }
+}
+
+/// A partition of the embedded log.
+pub(crate) struct LocalPartition {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Command>,
 }
 
-impl Partition {
+impl LocalPartition {
     /// Opens (or creates) the partition in `dir`, recovering what a crash left, and starts its
     /// writer task on the current tokio runtime.
     pub(crate) fn open(
@@ -184,7 +349,7 @@ impl Partition {
         config: StreamConfig,
         clock: Arc<dyn Clock>,
         timing: WriterTiming,
-    ) -> Result<Partition> {
+    ) -> Result<LocalPartition> {
         fs::create_dir_all(&dir).at(&dir)?;
         let metrics = PartitionMetrics::new(stream, id);
         let Recovered { segments, poisoned } = recover(stream, id, &dir, clock.now_ms(), &metrics)?;
@@ -228,23 +393,14 @@ impl Partition {
             closed: false,
         };
         tokio::spawn(writer.run(receiver));
-        Ok(Partition { shared, queue })
+        Ok(LocalPartition { shared, queue })
     }
 
     pub fn id(&self) -> u32 {
         self.shared.id
     }
 
-    /// Appends one batch; answers after the asked durability. A full queue answers
-    /// `Overloaded` at once.
-    pub async fn append(&self, batch: EncodedBatch, durability: Durability) -> Result<Appended> {
-        self.submit(batch, durability)?.await
-    }
-
-    /// Queues one batch for appending now, without waiting: batches submitted one after the
-    /// other are appended in that order (the Kafka listener relies on it for the requests of
-    /// one connection). The returned future answers after the asked durability. A full queue
-    /// answers `Overloaded` at once.
+    /// Queues one batch for the writer (see `Partition::submit`).
     pub fn submit(&self, batch: EncodedBatch, durability: Durability) -> Result<PendingAppend> {
         if let Some(cause) = self.poisoned() {
             return Err(self.poisoned_error(cause));

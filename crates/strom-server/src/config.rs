@@ -246,6 +246,19 @@ pub struct LogSettings {
     pub retention_check_interval_ms: u64,
     /// How often each partition records how far it is synced (bounds what recovery may cut).
     pub checkpoint_interval_ms: u64,
+    /// Where streams and group offsets are kept: `embedded` (the data directory) or `kafka`
+    /// (a Kafka cluster, `[log.kafka]`; the Kafka listener is then off).
+    pub backend: LogBackend,
+    /// The cluster of the `kafka` backend (its keys are `strom_kafka::BackendConfig`'s).
+    pub kafka: strom_kafka::BackendConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    #[default]
+    Embedded,
+    Kafka,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -342,7 +355,13 @@ impl Default for HttpConfig {
 
 impl Default for LogSettings {
     fn default() -> LogSettings {
-        LogSettings { flush_interval_ms: 1000, retention_check_interval_ms: 30_000, checkpoint_interval_ms: 5000 }
+        LogSettings {
+            flush_interval_ms: 1000,
+            retention_check_interval_ms: 30_000,
+            checkpoint_interval_ms: 5000,
+            backend: LogBackend::Embedded,
+            kafka: strom_kafka::BackendConfig::default(),
+        }
     }
 }
 
@@ -458,6 +477,9 @@ impl Config {
         }
         self.streams.stream_config().validate().map_err(|error| format!("streams: {error}"))?;
         self.kafka.validate()?;
+        if self.log.backend == LogBackend::Kafka {
+            self.log.kafka.validate()?;
+        }
         self.lake.validate()?;
         if self.catalog.pii_secret.as_ref().is_some_and(|secret| secret.0.len() < 16) {
             return Err("catalog.pii_secret must be at least 16 bytes (a short key can be guessed)".into());

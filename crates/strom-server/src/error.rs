@@ -93,6 +93,12 @@ impl From<LogError> for ApiError {
                 retry_after_s: Some(30),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "partition_unavailable", message)
             },
+            // The Kafka cluster behind the log failed or is out of reach: worth a retry.
+            LogError::Remote(_) => ApiError {
+                retry_after_s: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", message)
+            },
+            LogError::Unsupported(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported", message),
             LogError::Io { .. } | LogError::GroupStore(_) => {
                 tracing::error!(%message, "internal error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

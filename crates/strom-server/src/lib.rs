@@ -75,7 +75,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let kafka = match config.kafka.enabled {
+    // On the Kafka backend, Kafka clients connect to the cluster itself.
+    let kafka = match config.kafka.enabled && config.log.backend == config::LogBackend::Embedded {
         true => Some(
             TcpListener::bind(config.kafka.addr)
                 .await
@@ -95,10 +96,26 @@ pub async fn run_with_kafka(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let metrics = metrics_handle();
-    let log_config = config.log_config();
+    let mut log_config = config.log_config();
+    let backend = (config.log.backend == config::LogBackend::Kafka).then(|| config.log.kafka.clone());
+    let kafka = match (kafka, &backend) {
+        (Some(_), Some(_)) => {
+            tracing::warn!("the Kafka listener is off on the Kafka backend: clients connect to the cluster");
+            None
+        }
+        (kafka, _) => kafka,
+    };
     let opened = std::time::Instant::now();
-    let log = tokio::task::spawn_blocking(move || Log::open(log_config)).await.map_err(std::io::Error::other)??;
-    tracing::info!(data_dir = %config.data_dir.display(), open_ms = opened.elapsed().as_millis() as u64, "log ready");
+    let log = tokio::task::spawn_blocking(move || {
+        if let Some(backend) = backend {
+            log_config.remote = Some(Arc::new(strom_kafka::KafkaBackend::connect(backend)?));
+        }
+        Log::open(log_config)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let where_ = log.remote().map_or_else(|| config.data_dir.display().to_string(), |remote| remote.describe());
+    tracing::info!(log = %where_, open_ms = opened.elapsed().as_millis() as u64, "log ready");
     let (stopping, stopping_receiver) = watch::channel(false);
     let catalog = catalog::open(&config).await?;
     tokio::spawn(catalog::watch(catalog.clone(), config.catalog.reload_interval_ms, stopping_receiver.clone()));

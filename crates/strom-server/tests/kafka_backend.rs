@@ -1,0 +1,131 @@
+//! `[log] backend = "kafka"`: a whole Strom server whose log is a Kafka cluster. The cluster
+//! here is a second Strom server's Kafka listener (its embedded log), so every record the
+//! first writes must be readable, as the same records, from the second.
+
+mod common;
+
+use common::{TestServer, status_and_json};
+use serde_json::{Value, json};
+use strom_server::config::LogBackend;
+
+async fn on_kafka(broker: &TestServer, dir: Option<tempfile::TempDir>) -> TestServer {
+    let bootstrap = broker.kafka_addr.to_string();
+    let adjust = move |config: &mut strom_server::Config| {
+        config.log.backend = LogBackend::Kafka;
+        config.log.kafka.bootstrap_servers = bootstrap;
+        config.log.kafka.topic_prefix = "shop.".into();
+        config.log.kafka.linger_ms = 1;
+    };
+    match dir {
+        Some(dir) => TestServer::start_in(dir, adjust).await,
+        None => TestServer::start_with(adjust).await,
+    }
+}
+
+async fn events(server: &TestServer, stream: &str, partition: u32, from: u64) -> Vec<Value> {
+    let path = format!("/v1/streams/{stream}/partitions/{partition}/events?offset={from}&max_records=1000");
+    let (status, read) = server.get(&path).await;
+    assert_eq!(status, 200, "{read}");
+    read["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_the_cluster() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,librdkafka=warn").with_test_writer().try_init();
+    let broker = TestServer::start().await;
+    let server = on_kafka(&broker, None).await;
+
+    // Streams are topics with the prefix.
+    let (status, body) = server.post("/v1/streams", &json!({"name": "orders", "partitions": 2})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, described) = broker.get("/v1/streams/shop.orders").await;
+    assert_eq!(status, 200, "{described}");
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 2);
+
+    // Produce answers where each event went; the cluster holds the same events.
+    let batch: Vec<Value> = (0..10).map(|i| json!({"userId": format!("u{}", i % 3), "n": i})).collect();
+    let (status, produced) = server.post("/v1/streams/orders/events", &json!(batch)).await;
+    assert_eq!(status, 200, "{produced}");
+    let results = produced["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    let mut seen = 0;
+    for partition in 0..2 {
+        let ours = events(&server, "orders", partition, 0).await;
+        let theirs = events(&broker, "shop.orders", partition, 0).await;
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!((&a["offset"], &a["value"], &a["key"]), (&b["offset"], &b["value"], &b["key"]));
+        }
+        seen += ours.len();
+    }
+    assert_eq!(seen, 10);
+
+    // A consumer group reads, commits, and finds its offsets again after a restart.
+    let (status, first) = server.get("/v1/groups/mailer/streams/orders/events?max_records=1000").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["events"].as_array().unwrap().len(), 10, "{first}");
+    let offsets: Vec<Value> = (0..2)
+        .map(|p| {
+            let last = first["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["partition"] == p)
+                .map(|e| e["offset"].as_u64().unwrap())
+                .max();
+            json!({"partition": p, "offset": last.map_or(0, |o| o + 1)})
+        })
+        .collect();
+    let (status, body) =
+        server.post("/v1/groups/mailer/offsets", &json!({"stream": "orders", "offsets": offsets})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The tracking API: a retry with the same messageId is stored once.
+    let (status, created) = server.post("/v1/sources", &json!({"name": "web"})).await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["write_key"].as_str().unwrap().to_string();
+    let track = json!({"userId": "u1", "event": "Signed Up", "messageId": "m-kafka-1", "properties": {"plan": "pro"}});
+    for expected_duplicate in [false, true] {
+        let response = server
+            .client
+            .post(format!("{}/v1/track", server.url))
+            .basic_auth(&key, Some(""))
+            .json(&track)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.get("duplicate").is_some(), expected_duplicate, "{body}");
+    }
+    let stored = events(&broker, "shop.events", 0, 0).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["value"]["messageId"], "m-kafka-1");
+    assert_eq!(stored[0]["value"]["event"], "Signed Up");
+
+    // Restart: the group's offsets are the cluster's, dedup still knows the message.
+    let dir = server.stop().await;
+    let server = on_kafka(&broker, Some(dir)).await;
+    let (status, described) = server.get("/v1/streams/orders").await;
+    assert_eq!(status, 200, "{described}");
+    let (status, again) = server.get("/v1/groups/mailer/streams/orders/events?max_records=1000").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["events"].as_array().unwrap().len(), 0, "committed offsets respected: {again}");
+    let response = server
+        .client
+        .post(format!("{}/v1/track", server.url))
+        .basic_auth(&key, Some(""))
+        .json(&track)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(response).await;
+    assert_eq!((status, body.get("duplicate").cloned()), (200, Some(json!(true))), "{body}");
+    assert_eq!(events(&broker, "shop.events", 0, 0).await.len(), 1);
+
+    // Deleting the stream deletes the topic.
+    assert_eq!(server.delete("/v1/streams/orders").await, 204);
+    assert_eq!(broker.get("/v1/streams/shop.orders").await.0, 404);
+    server.stop().await;
+    broker.stop().await;
+}
