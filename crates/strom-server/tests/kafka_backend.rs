@@ -22,6 +22,30 @@ async fn on_kafka(broker: &TestServer, dir: Option<tempfile::TempDir>) -> TestSe
     }
 }
 
+/// Polls `path` until `ready` says so (bounded: 10 s).
+async fn wait_until(server: &TestServer, path: &str, ready: impl Fn(&Value) -> bool) {
+    for _ in 0..1000 {
+        let (status, body) = server.get(path).await;
+        if status == 200 && ready(&body) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{path} never became ready");
+}
+
+/// Every record of partition 0, once there are at least `count` (bounded: 10 s).
+async fn wait_for_events(server: &TestServer, stream: &str, count: usize) -> Vec<Value> {
+    for _ in 0..1000 {
+        let read = events(server, stream, 0, 0).await;
+        if read.len() >= count {
+            return read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{stream} never held {count} records");
+}
+
 async fn events(server: &TestServer, stream: &str, partition: u32, from: u64) -> Vec<Value> {
     let path = format!("/v1/streams/{stream}/partitions/{partition}/events?offset={from}&max_records=1000");
     let (status, read) = server.get(&path).await;
@@ -42,6 +66,12 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     assert_eq!(status, 200, "{described}");
     assert_eq!(described["partitions"].as_array().unwrap().len(), 2);
 
+    // A rule reads from the cluster and writes its derived events there.
+    let rule = "name: big-orders\nstreams: [orders]\nkey: none\nfilter: event.n >= 8\nemit:\n  stream: derived\n  event: BigOrder\n  properties: '{\"n\": event.n}'\n";
+    let response = server.client.put(format!("{}/v1/rules/big-orders", server.url)).body(rule).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 201, "{:?}", response.text().await);
+    wait_until(&server, "/v1/rules/big-orders", |status| status["state"] == "running").await;
+
     // Produce answers where each event went; the cluster holds the same events.
     let batch: Vec<Value> = (0..10).map(|i| json!({"userId": format!("u{}", i % 3), "n": i})).collect();
     let (status, produced) = server.post("/v1/streams/orders/events", &json!(batch)).await;
@@ -59,6 +89,13 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
         seen += ours.len();
     }
     assert_eq!(seen, 10);
+
+    // The rule's two derived events, on the cluster.
+    wait_until(&broker, "/v1/streams/shop.derived", |_| true).await;
+    let derived = wait_for_events(&broker, "shop.derived", 2).await;
+    let mut numbers: Vec<i64> = derived.iter().map(|e| e["value"]["properties"]["n"].as_i64().unwrap_or(-1)).collect();
+    numbers.sort();
+    assert_eq!(numbers, vec![8, 9], "{derived:?}");
 
     // A consumer group reads, commits, and finds its offsets again after a restart.
     let (status, first) = server.get("/v1/groups/mailer/streams/orders/events?max_records=1000").await;
@@ -122,6 +159,10 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     let (status, body) = status_and_json(response).await;
     assert_eq!((status, body.get("duplicate").cloned()), (200, Some(json!(true))), "{body}");
     assert_eq!(events(&broker, "shop.events", 0, 0).await.len(), 1);
+
+    // The restarted rule goes on from its committed offsets: nothing is derived twice.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(events(&broker, "shop.derived", 0, 0).await.len(), 2);
 
     // Deleting the stream deletes the topic.
     assert_eq!(server.delete("/v1/streams/orders").await, 204);
