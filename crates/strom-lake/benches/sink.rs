@@ -56,8 +56,16 @@ async fn run() {
         pii_secret: Some(b"0123456789abcdef".to_vec()),
     })
     .unwrap();
-    let config =
-        LakeConfig { enabled: true, url: out.display().to_string(), roll_age_ms: 3_600_000, ..LakeConfig::default() };
+    // `STROM_LAKE_BENCH_ZSTD_LEVEL` measures another compression level (default: the config's).
+    let zstd_level = std::env::var("STROM_LAKE_BENCH_ZSTD_LEVEL").ok().and_then(|l| l.parse().ok());
+    let defaults = LakeConfig::default();
+    let config = LakeConfig {
+        enabled: true,
+        url: out.display().to_string(),
+        roll_age_ms: 3_600_000,
+        zstd_level: zstd_level.unwrap_or(defaults.zstd_level),
+        ..defaults
+    };
     let lake = Lake::open(config, &scratch.path().join("data"), log.clone(), Some(catalog), None).unwrap();
     let mut sink = lake.partition_sink("events", 0).await.unwrap();
     let partition = || log.stream("events").unwrap();

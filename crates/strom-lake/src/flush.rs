@@ -21,6 +21,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use strom_catalog::{EventKind, EventType, Snapshot};
 use strom_log::{LogError, Partition, RecordOut};
@@ -382,11 +383,16 @@ pub(crate) fn writer_properties(config: &LakeConfig, metadata: Option<Vec<KeyVal
         Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default()),
         Compression::None => ParquetCompression::UNCOMPRESSED,
     };
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(config.row_group_rows))
-        .set_key_value_metadata(metadata)
-        .build()
+        .set_key_value_metadata(metadata);
+    // A value per row that never repeats: a dictionary would be built for each page, found
+    // useless and dropped (its interning was about 3 % of the sink's time).
+    for column in ["event_json", "event_bytes", "message_id", "log_offset"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder.build()
 }
 
 /// What a flush is about to do, written before any of its files is published: after a
