@@ -131,6 +131,10 @@ struct Reader {
 pub struct KafkaBackend {
     config: BackendConfig,
     producer: FutureProducer,
+    /// Held while one append's records are queued, so that two appends to a partition
+    /// never interleave: with no other writer on the partition, an append's records get
+    /// consecutive offsets, which callers rely on (`base_offset + i`).
+    enqueue: Mutex<()>,
     admin: AdminClient<DefaultClientContext>,
     /// Metadata, watermarks and offsets by time (no group, nothing assigned).
     metadata: BaseConsumer,
@@ -170,6 +174,7 @@ impl KafkaBackend {
         Ok(KafkaBackend {
             config,
             producer,
+            enqueue: Mutex::new(()),
             admin,
             metadata,
             readers: Mutex::new(HashMap::new()),
@@ -356,6 +361,7 @@ impl Remote for KafkaBackend {
         let records = decode_records(batch.into_bytes()).map_err(LogError::InvalidBatch)?;
         let topic = self.topic(stream);
         let mut deliveries = Vec::with_capacity(records.len());
+        let _queueing = self.enqueue.lock().unwrap_or_else(|e| e.into_inner());
         for record in &records {
             let mut message =
                 FutureRecord::<[u8], [u8]>::to(&topic).partition(partition as i32).timestamp(record.timestamp_ms);
@@ -399,6 +405,7 @@ impl Remote for KafkaBackend {
             };
             deliveries.push(delivery);
         }
+        let count = records.len() as u64;
         Ok(Box::pin(async move {
             let mut offsets = (u64::MAX, 0);
             for delivery in deliveries {
@@ -416,6 +423,12 @@ impl Remote for KafkaBackend {
                         )));
                     }
                 }
+            }
+            if offsets.1 - offsets.0 + 1 != count {
+                // Another writer's records fell between this append's: its callers take
+                // `base_offset + i` for record i, which is then wrong.
+                tracing::warn!(topic = %topic, partition, base = offsets.0, last = offsets.1, records = count,
+                    "an append's records are not consecutive: another producer writes to this partition");
             }
             Ok(Appended { base_offset: offsets.0, last_offset: offsets.1 })
         }))

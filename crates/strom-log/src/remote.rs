@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -90,6 +90,32 @@ pub(crate) struct RemotePartition {
     pub waiters: AtomicUsize,
     /// Why the last refresh failed, if it did (shown where the embedded log shows poison).
     pub unreachable: Mutex<Option<String>>,
+    metrics: RemoteMetrics,
+}
+
+/// The same names as the embedded log's partition metrics where they mean the same, so
+/// dashboards work on either backend; `strom_log_remote_errors_total` for what only a
+/// remote can do wrong.
+struct RemoteMetrics {
+    appended_records: metrics::Counter,
+    appended_bytes: metrics::Counter,
+    append_seconds: metrics::Histogram,
+    append_errors: metrics::Counter,
+    refresh_errors: metrics::Counter,
+}
+
+impl RemoteMetrics {
+    fn new(stream: &str, partition: u32) -> RemoteMetrics {
+        let labels = [("stream", stream.to_string()), ("partition", partition.to_string())];
+        let error = |operation: &'static str| metrics::counter!("strom_log_remote_errors_total", "stream" => stream.to_string(), "partition" => partition.to_string(), "operation" => operation);
+        RemoteMetrics {
+            appended_records: metrics::counter!("strom_log_appended_records_total", &labels),
+            appended_bytes: metrics::counter!("strom_log_appended_bytes_total", &labels),
+            append_seconds: metrics::histogram!("strom_log_append_duration_seconds", &labels),
+            append_errors: error("append"),
+            refresh_errors: error("watermarks"),
+        }
+    }
 }
 
 impl RemotePartition {
@@ -103,6 +129,7 @@ impl RemotePartition {
             end,
             waiters: AtomicUsize::new(0),
             unreachable: Mutex::new(None),
+            metrics: RemoteMetrics::new(stream, id),
         }
     }
 
@@ -130,6 +157,7 @@ impl RemotePartition {
                 Ok((start, self.log_end_offset()))
             }
             Err(error) => {
+                self.metrics.refresh_errors.increment(1);
                 *self.unreachable.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
                 Err(error)
             }
@@ -145,13 +173,23 @@ impl RemotePartition {
     }
 
     pub fn submit(self: &Arc<Self>, batch: EncodedBatch) -> Result<PendingAppend> {
-        let appended = self.remote.append(&self.stream, self.id, batch)?;
+        let (records, bytes) = (u64::from(batch.record_count()), batch.size_bytes() as u64);
+        let started = Instant::now();
+        let appended = self.remote.append(&self.stream, self.id, batch).inspect_err(|_| {
+            self.metrics.append_errors.increment(1);
+        })?;
         let (reply, answer) = oneshot::channel();
         let partition = self.clone();
         tokio::spawn(async move {
             let result = appended.await;
-            if let Ok(appended) = &result {
-                partition.saw_end(appended.last_offset + 1);
+            match &result {
+                Ok(appended) => {
+                    partition.saw_end(appended.last_offset + 1);
+                    partition.metrics.appended_records.increment(records);
+                    partition.metrics.appended_bytes.increment(bytes);
+                    partition.metrics.append_seconds.record(started.elapsed().as_secs_f64());
+                }
+                Err(_) => partition.metrics.append_errors.increment(1),
             }
             let _ = reply.send(result);
         });

@@ -89,6 +89,13 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
         seen += ours.len();
     }
     assert_eq!(seen, 10);
+    let metrics = server.metrics().await;
+    let appended: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("strom_log_appended_records_total{") && line.contains("stream=\"orders\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(appended, 10.0, "the backend's append counter: {metrics}");
 
     // The rule's two derived events, on the cluster.
     wait_until(&broker, "/v1/streams/shop.derived", |_| true).await;
