@@ -16,6 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn kcat_command(server: &TestServer, args: &[&str]) -> Command {
     let mut command = Command::new("kcat");
+    // cargo runs tests with LD_LIBRARY_PATH pointing into target/, where rdkafka-sys leaves
+    // the librdkafka it bundles (built without zstd): kcat must load Debian's own instead.
+    command.env_remove("LD_LIBRARY_PATH");
     command.arg("-b").arg(server.kafka_addr.to_string()).args(args);
     command
 }
