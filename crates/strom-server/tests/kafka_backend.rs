@@ -22,6 +22,13 @@ async fn on_kafka(broker: &TestServer, dir: Option<tempfile::TempDir>) -> TestSe
     }
 }
 
+/// A `/v1/track` call with a source's write key, as the Segment SDKs send it.
+async fn send_track(server: &TestServer, key: &str, event: &Value) -> (u16, Value) {
+    let url = format!("{}/v1/track", server.url);
+    let response = server.client.post(url).basic_auth(key, Some("")).json(event).send().await.unwrap();
+    status_and_json(response).await
+}
+
 /// Polls `path` until `ready` says so (bounded: 10 s).
 async fn wait_until(server: &TestServer, path: &str, ready: impl Fn(&Value) -> bool) {
     for _ in 0..1000 {
@@ -130,15 +137,7 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     let key = created["write_key"].as_str().unwrap().to_string();
     let track = json!({"userId": "u1", "event": "Signed Up", "messageId": "m-kafka-1", "properties": {"plan": "pro"}});
     for expected_duplicate in [false, true] {
-        let response = server
-            .client
-            .post(format!("{}/v1/track", server.url))
-            .basic_auth(&key, Some(""))
-            .json(&track)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_and_json(response).await;
+        let (status, body) = send_track(&server, &key, &track).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body.get("duplicate").is_some(), expected_duplicate, "{body}");
     }
@@ -155,15 +154,7 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     let (status, again) = server.get("/v1/groups/mailer/streams/orders/events?max_records=1000").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["events"].as_array().unwrap().len(), 0, "committed offsets respected: {again}");
-    let response = server
-        .client
-        .post(format!("{}/v1/track", server.url))
-        .basic_auth(&key, Some(""))
-        .json(&track)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_and_json(response).await;
+    let (status, body) = send_track(&server, &key, &track).await;
     assert_eq!((status, body.get("duplicate").cloned()), (200, Some(json!(true))), "{body}");
     assert_eq!(events(&broker, "shop.events", 0, 0).await.len(), 1);
 
