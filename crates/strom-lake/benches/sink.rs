@@ -88,13 +88,17 @@ async fn run() {
         }
         events += chunk.len() as u64;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        for batch in chunk.chunks(BATCH_EVENTS) {
+        let batches = chunk.len().div_ceil(BATCH_EVENTS);
+        for (index, batch) in chunk.chunks(BATCH_EVENTS).enumerate() {
             let records: Vec<RecordIn> = batch
                 .iter()
                 .map(|v| RecordIn { value: Some(v.clone()), timestamp_ms: now, ..RecordIn::default() })
                 .collect();
             let encoded = EncodedBatch::encode(&records).unwrap();
-            partition().partition(0).unwrap().append(encoded, Durability::Buffered).await.unwrap();
+            // The chunk's last append is synced, as the server's appends are before the lake
+            // sees them: the sink's own fsyncs then do not wait for the log's writeback.
+            let durability = if index + 1 == batches { Durability::Sync } else { Durability::Buffered };
+            partition().partition(0).unwrap().append(encoded, durability).await.unwrap();
         }
         let landing = Instant::now();
         while sink.step().await.unwrap() {}
