@@ -610,7 +610,7 @@ impl Ingest {
             match result {
                 Ok(appended) => {
                     for (position, item) in pending.into_iter().enumerate() {
-                        let offset = appended.base_offset + position as u64;
+                        let offset = appended.offset(position);
                         if let Some(reservation) = item.reservation {
                             self.dedup.commit(reservation, &stream, partition, offset, now_ms);
                         }

@@ -131,9 +131,10 @@ struct Reader {
 pub struct KafkaBackend {
     config: BackendConfig,
     producer: FutureProducer,
-    /// Held while one append's records are queued, so that two appends to a partition
-    /// never interleave: with no other writer on the partition, an append's records get
-    /// consecutive offsets, which callers rely on (`base_offset + i`).
+    /// Held while one append's records are queued, so that two appends of this process to a
+    /// partition never interleave: with no other writer on the partition, an append's
+    /// records get consecutive offsets. Other processes' records may fall between them;
+    /// `Appended::scattered` then gives each record's offset.
     enqueue: Mutex<()>,
     admin: AdminClient<DefaultClientContext>,
     /// Metadata, watermarks and offsets by time (no group, nothing assigned).
@@ -405,15 +406,11 @@ impl Remote for KafkaBackend {
             };
             deliveries.push(delivery);
         }
-        let count = records.len() as u64;
         Ok(Box::pin(async move {
-            let mut offsets = (u64::MAX, 0);
+            let mut offsets = Vec::with_capacity(deliveries.len());
             for delivery in deliveries {
                 match delivery.await {
-                    Ok(Ok(delivered)) => {
-                        let offset = delivered.offset.max(0) as u64;
-                        offsets = (offsets.0.min(offset), offsets.1.max(offset));
-                    }
+                    Ok(Ok(delivered)) => offsets.push(delivered.offset.max(0) as u64),
                     Ok(Err((error, _))) => {
                         return Err(remote_error(&format!("producing to {topic}/{partition}"), error));
                     }
@@ -424,13 +421,18 @@ impl Remote for KafkaBackend {
                     }
                 }
             }
-            if offsets.1 - offsets.0 + 1 != count {
-                // Another writer's records fell between this append's: its callers take
-                // `base_offset + i` for record i, which is then wrong.
-                tracing::warn!(topic = %topic, partition, base = offsets.0, last = offsets.1, records = count,
-                    "an append's records are not consecutive: another producer writes to this partition");
+            let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+                return Err(LogError::Remote(format!("producing to {topic}/{partition}: an empty append")));
+            };
+            let consecutive = offsets.windows(2).all(|pair| pair[1] == pair[0] + 1);
+            if consecutive {
+                return Ok(Appended::consecutive(first, last));
             }
-            Ok(Appended { base_offset: offsets.0, last_offset: offsets.1 })
+            // Another process's records fell between this append's (collectors share
+            // partitions): each record's own offset is reported.
+            let base = offsets.iter().copied().min().unwrap_or(first);
+            let top = offsets.iter().copied().max().unwrap_or(last);
+            Ok(Appended { base_offset: base, last_offset: top, scattered: Some(offsets.into()) })
         }))
     }
 

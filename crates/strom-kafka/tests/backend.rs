@@ -18,6 +18,8 @@ struct Subject {
     log: Arc<Log>,
     /// Names are prefixed per test: an external broker is shared by every run.
     prefix: String,
+    /// The broker's address (the Kafka backend only).
+    bootstrap: Option<String>,
     _dirs: Vec<tempfile::TempDir>,
     _broker: Option<(Arc<Log>, watch::Sender<bool>)>,
 }
@@ -31,7 +33,7 @@ impl Subject {
 async fn embedded() -> Subject {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).unwrap();
-    Subject { log, prefix: String::new(), _dirs: vec![dir], _broker: None }
+    Subject { log, prefix: String::new(), bootstrap: None, _dirs: vec![dir], _broker: None }
 }
 
 async fn kafka(test: &str) -> Subject {
@@ -54,12 +56,22 @@ async fn kafka(test: &str) -> Subject {
     // Unique per run, so that an external broker's leftovers never meet this run.
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("t{}-{test}-", nanos % 1_000_000_000);
-    let backend = BackendConfig { bootstrap_servers: bootstrap, linger_ms: 1, ..BackendConfig::default() };
+    let log = remote_log(&bootstrap, &state, Vec::new()).await;
+    dirs.push(state);
+    Subject { log, prefix, bootstrap: Some(bootstrap), _dirs: dirs, _broker: broker }
+}
+
+/// A log on the cluster at `bootstrap`, as one Strom process has it.
+async fn remote_log(bootstrap: &str, state: &tempfile::TempDir, properties: Vec<(String, String)>) -> Arc<Log> {
+    let backend = BackendConfig {
+        bootstrap_servers: bootstrap.to_string(),
+        linger_ms: 1,
+        properties: properties.into_iter().collect(),
+        ..BackendConfig::default()
+    };
     let remote = tokio::task::spawn_blocking(move || KafkaBackend::connect(backend)).await.unwrap().unwrap();
     let config = LogConfig { remote: Some(Arc::new(remote)), ..LogConfig::new(state.path()) };
-    let log = tokio::task::spawn_blocking(move || Log::open(config)).await.unwrap().unwrap();
-    dirs.push(state);
-    Subject { log, prefix, _dirs: dirs, _broker: broker }
+    tokio::task::spawn_blocking(move || Log::open(config)).await.unwrap().unwrap()
 }
 
 fn record(key: &str, value: &str, timestamp_ms: i64) -> RecordIn {
@@ -195,6 +207,77 @@ async fn streams_are_created_listed_and_deleted(subject: Subject) {
     log.delete_stream(&name).await.unwrap();
     assert!(matches!(log.stream(&name), Err(LogError::StreamNotFound(_))));
     assert!(matches!(log.delete_stream(&name).await, Err(LogError::StreamNotFound(_))));
+}
+
+/// Two Strom processes (two producers) append to one partition at once, as collectors
+/// behind a load balancer do: their records interleave, and every append still reports each
+/// of its records' own offset (`Appended::offset`), which is where the record is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_backend_two_writers_on_one_partition() {
+    let subject = kafka("two_writers").await;
+    let bootstrap = subject.bootstrap.clone().unwrap();
+    let name = subject.stream("shared");
+    subject.log.create_stream(&name, StreamConfig::default()).await.unwrap();
+    // Small producer batches, so that one append goes out in several requests and the two
+    // processes' requests can fall between each other's.
+    let small = || vec![("batch.num.messages".to_string(), "4".to_string())];
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let writers =
+        [remote_log(&bootstrap, &states[0], small()).await, remote_log(&bootstrap, &states[1], small()).await];
+    for writer in &writers {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while writer.stream(&name).is_err() {
+            assert!(std::time::Instant::now() < deadline, "a second process never saw {name}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut sent: Vec<(u64, String)> = Vec::new();
+    let mut scattered = 0;
+    for round in 0..40 {
+        let appends = writers.iter().enumerate().map(|(w, writer)| {
+            let values: Vec<String> = (0..40).map(|i| format!("w{w}-r{round}-i{i}")).collect();
+            let records: Vec<RecordIn> = values.iter().map(|v| record("k", v, 1)).collect();
+            let stream = writer.stream(&name).unwrap();
+            async move {
+                let appended = stream
+                    .partition(0)
+                    .unwrap()
+                    .append(EncodedBatch::encode(&records).unwrap(), Durability::Sync)
+                    .await
+                    .unwrap();
+                (appended, values)
+            }
+        });
+        for (appended, values) in futures_util::future::join_all(appends).await {
+            scattered += usize::from(appended.scattered.is_some());
+            let offsets: Vec<u64> = (0..values.len()).map(|i| appended.offset(i)).collect();
+            assert!(offsets.windows(2).all(|p| p[0] < p[1]), "an append's records out of order: {offsets:?}");
+            assert_eq!((offsets[0], offsets[offsets.len() - 1]), (appended.base_offset, appended.last_offset));
+            sent.extend(offsets.into_iter().zip(values));
+        }
+        if scattered >= 3 && round >= 5 {
+            break;
+        }
+    }
+    assert!(scattered > 0, "no append of the two writers was interleaved with the other's in {} records", sent.len());
+    let total = sent.len() as u64;
+    // A third process reads them back, once its view of the log end has caught up.
+    let reader = subject.log.stream(&name).unwrap();
+    assert!(reader.partition(0).unwrap().wait_for(total - 1, Duration::from_secs(20)).await);
+    let mut stored = std::collections::HashMap::new();
+    let mut from = 0;
+    while from < total {
+        let read = read(&subject.log, &name, 0, from, 1000).await;
+        assert!(!read.records.is_empty(), "the partition ends at {from}, {total} records were appended");
+        for record in read.records {
+            stored.insert(record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+        from = read.next_offset;
+    }
+    assert_eq!(stored.len() as u64, total);
+    for (offset, value) in &sent {
+        assert_eq!(stored.get(offset), Some(value), "offset {offset}");
+    }
 }
 
 /// One test per body and backend.

@@ -41,10 +41,28 @@ pub enum Durability {
 }
 
 /// Offsets an append was given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
     pub base_offset: u64,
     pub last_offset: u64,
+    /// Each record's offset, where they are not `base_offset + i`: on a Kafka cluster another
+    /// producer's records can fall between those of one append. `None` means consecutive.
+    pub scattered: Option<std::sync::Arc<[u64]>>,
+}
+
+impl Appended {
+    /// Consecutive offsets from `base_offset` to `last_offset`.
+    pub fn consecutive(base_offset: u64, last_offset: u64) -> Appended {
+        Appended { base_offset, last_offset, scattered: None }
+    }
+
+    /// The offset of the append's record `index` (in the order they were given).
+    pub fn offset(&self, index: usize) -> u64 {
+        match &self.scattered {
+            Some(offsets) => offsets.get(index).copied().unwrap_or(self.last_offset),
+            None => self.base_offset + index as u64,
+        }
+    }
 }
 
 /// An append queued by `Partition::submit`; resolves once it has the asked durability.
@@ -885,7 +903,7 @@ impl Writer {
                     sync |= durability == Durability::Sync;
                     pending.push(Pending {
                         reply,
-                        appended: Appended { base_offset, last_offset: header.last_offset() },
+                        appended: Appended::consecutive(base_offset, header.last_offset()),
                         enqueued,
                         records: u64::from(header.record_count),
                         bytes: header.size_bytes as u64,

@@ -7,7 +7,7 @@
 //! - An append is acknowledged when the remote acknowledged every record (Kafka: acks=all
 //!   with an idempotent producer); the remote decides what that means for durability.
 //! - Offsets are the remote's. Records of one append are in order, but another writer's
-//!   records may fall between them, so `Appended` gives the first and the last offset only.
+//!   records may fall between them; `Appended::scattered` then holds each record's offset.
 //! - The log end and start are the remote's watermarks, refreshed by a poller: often while
 //!   somebody waits for new data (`wait_for`), seldom otherwise, and at once after this
 //!   process's own appends. `wait_for` therefore sees other writers' records within

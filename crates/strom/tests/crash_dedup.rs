@@ -28,10 +28,18 @@ const REQUEST_TIMEOUT_MS: u64 = 10_000;
 const WRITE_KEY: &str = "sk_crash_test_key";
 
 /// The source from the config, dedup buckets of 2.5 s (the shortest window) filed every
-/// 200 ms, so that kills land before, during and after bucket files and manifests.
-fn config() -> String {
+/// 200 ms, so that kills land before, during and after bucket files and manifests. With a
+/// broker, the log is that Kafka cluster (`[log] backend = "kafka"`).
+fn config(broker: Option<&str>) -> String {
+    let log = match broker {
+        None => "[log]\ncheckpoint_interval_ms = 50\n".to_string(),
+        Some(bootstrap) => format!(
+            "[log]\nbackend = \"kafka\"\n[log.kafka]\nbootstrap_servers = \"{bootstrap}\"\n\
+             topic_prefix = \"crash.\"\nlinger_ms = 1\n"
+        ),
+    };
     format!(
-        "[streams]\npartitions = 2\n[log]\ncheckpoint_interval_ms = 50\n[collector]\ndedup_window_ms = 60000\n\
+        "[streams]\npartitions = 2\n{log}[collector]\ndedup_window_ms = 60000\n\
          dedup_upkeep_interval_ms = 200\n[[sources]]\nname = \"crash\"\nwrite_keys_sha256 = [\"{}\"]\n",
         strom_ingest::source::digest_hex(WRITE_KEY)
     )
@@ -89,17 +97,32 @@ async fn write_until_killed(
 
 #[test]
 fn every_message_is_stored_once_across_kills_and_retries() {
+    every_message_once(false);
+}
+
+/// The same on the Kafka backend: the server under test keeps its log on a Kafka cluster
+/// (a second Strom, whose Kafka listener is the broker, and which is never killed). Its
+/// dedup index is rebuilt after each kill from its own files and from what the cluster holds.
+#[test]
+fn on_the_kafka_backend_every_message_is_stored_once_across_kills_and_retries() {
+    every_message_once(true);
+}
+
+fn every_message_once(on_kafka: bool) {
     let cycles: u32 =
         std::env::var("STROM_DEDUP_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(CYCLES_DEFAULT);
     let seed: u64 = std::env::var("STROM_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
-    eprintln!("dedup crash test: {cycles} cycles, STROM_CRASH_SEED={seed}");
+    let backend = if on_kafka { "the Kafka backend" } else { "the embedded log" };
+    eprintln!("dedup crash test on {backend}: {cycles} cycles, STROM_CRASH_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let log_path = dir.path().join("server.log");
-    let config = config();
+    let cluster =
+        on_kafka.then(|| TestServer::start_broker(&dir.path().join("cluster"), &dir.path().join("cluster.log"), ""));
+    let config = config(cluster.as_ref().and_then(|c| c.kafka.as_deref()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let http = reqwest::Client::new();
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -180,17 +203,17 @@ fn every_message_is_stored_once_across_kills_and_retries() {
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         twice.is_empty(),
-        "{} stored more than once, e.g. {:?} (seed {seed})",
+        "{} stored more than once on {backend}, e.g. {:?} (seed {seed})",
         twice.len(),
         &twice[..twice.len().min(10)]
     );
     let missing: Vec<_> = all_sent.iter().filter(|k| !seen.contains_key(k)).collect();
     assert!(
         missing.is_empty(),
-        "{} never stored, e.g. {:?} (seed {seed})",
+        "{} never stored on {backend}, e.g. {:?} (seed {seed})",
         missing.len(),
         &missing[..missing.len().min(10)]
     );
     assert_eq!(seen.len(), all_sent.len());
-    eprintln!("dedup crash test: {} messages, each stored once, over {cycles} kills", all_sent.len());
+    eprintln!("dedup crash test on {backend}: {} messages, each stored once, over {cycles} kills", all_sent.len());
 }

@@ -177,7 +177,7 @@ pub(super) async fn produce(
     for ((partition, event_indexes), outcome) in indexes.into_iter().zip(outcomes) {
         let appended = outcome?;
         for (position, index) in event_indexes.into_iter().enumerate() {
-            results[index] = (partition, appended.base_offset + position as u64);
+            results[index] = (partition, appended.offset(position));
         }
     }
     metrics::counter!("strom_http_produced_events_total", "stream" => stream_name).increment(events.len() as u64);

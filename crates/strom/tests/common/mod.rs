@@ -14,6 +14,8 @@ const STARTUP_TIMEOUT_MS: u64 = 30_000;
 pub struct TestServer {
     child: Child,
     pub url: String,
+    /// The Kafka listener's `HOST:PORT`, for a server started with `start_broker`.
+    pub kafka: Option<String>,
 }
 
 impl TestServer {
@@ -21,10 +23,20 @@ impl TestServer {
     /// configuration, its logs appended to `log_path`, and waits for its
     /// `listening http://HOST:PORT` line.
     pub fn start(data_dir: &Path, log_path: &Path, config: &str) -> TestServer {
+        Self::spawn(data_dir, log_path, config, false)
+    }
+
+    /// The same, for a server used as a Kafka broker: also waits for its
+    /// `listening kafka://HOST:PORT` line.
+    pub fn start_broker(data_dir: &Path, log_path: &Path, config: &str) -> TestServer {
+        Self::spawn(data_dir, log_path, config, true)
+    }
+
+    fn spawn(data_dir: &Path, log_path: &Path, config: &str, broker: bool) -> TestServer {
         let log = File::options().create(true).append(true).open(log_path).expect("open the server log");
         let parent = data_dir.parent().expect("the data dir has a parent");
         let config_text = config;
-        let config = parent.join("crash.toml");
+        let config = data_dir.with_extension("toml");
         std::fs::write(&config, config_text).expect("write the test config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_strom"));
         command
@@ -46,25 +58,36 @@ impl TestServer {
         let mut child = command.spawn().expect("spawn strom serve");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (line_sender, line_receiver) = mpsc::channel();
+        let wanted = if broker { 2 } else { 1 };
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            let _ = line_sender.send(lines.next());
+            for _ in 0..wanted {
+                let _ = line_sender.send(lines.next());
+            }
             // Keep reading so the server never blocks on a full pipe.
             for _ in lines {}
         });
-        let mut server = TestServer { child, url: String::new() };
-        let line = match line_receiver.recv_timeout(Duration::from_millis(STARTUP_TIMEOUT_MS)) {
+        let mut server = TestServer { child, url: String::new(), kafka: None };
+        let next_line = || match line_receiver.recv_timeout(Duration::from_millis(STARTUP_TIMEOUT_MS)) {
             Ok(Some(Ok(line))) => line,
             other => panic!(
-                "strom serve did not print its listening line ({other:?}); its log:\n{}",
+                "strom serve did not print its listening lines ({other:?}); its log:\n{}",
                 std::fs::read_to_string(log_path).unwrap_or_default()
             ),
         };
+        let line = next_line();
         server.url = line
             .strip_prefix("listening ")
             .unwrap_or_else(|| panic!("unexpected first line of strom serve: {line:?}"))
             .trim_end_matches('/')
             .to_owned();
+        if broker {
+            let line = next_line();
+            let address = line
+                .strip_prefix("listening kafka://")
+                .unwrap_or_else(|| panic!("unexpected second line of strom serve: {line:?}"));
+            server.kafka = Some(address.trim_end_matches('/').to_owned());
+        }
         server
     }
 
