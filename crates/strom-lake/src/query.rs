@@ -18,6 +18,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -63,8 +64,12 @@ impl std::fmt::Debug for QueryEngine {
 
 impl QueryEngine {
     pub fn new(store: Store) -> Result<QueryEngine> {
+        // DataFusion 55 caches directory listings without expiry by default: a running server
+        // then never saw a file published (or compacted away) after a table's first query.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(QUERY_MEMORY_BYTES_MAX)))
+            .with_cache_manager(caches)
             .build_arc()
             .map_err(|error| LakeError::QueryFailed(error.to_string()))?;
         let url = ObjectStoreUrl::parse(root_url(&store)).map_err(|error| LakeError::QueryFailed(error.to_string()))?;

@@ -168,3 +168,90 @@ async fn a_server_on_the_kafka_backend_keeps_its_streams_groups_and_tracking_on_
     server.stop().await;
     broker.stop().await;
 }
+
+/// The lake on the Kafka backend: the sink reads the cluster's partitions, commits its group
+/// there, and lands each record once, across a restart of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_lands_a_stream_of_the_cluster_once_across_a_restart() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,librdkafka=warn").with_test_writer().try_init();
+    let broker = TestServer::start().await;
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake_url = lake_dir.path().display().to_string();
+    let start = |dir: Option<tempfile::TempDir>| {
+        let (bootstrap, lake_url) = (broker.kafka_addr.to_string(), lake_url.clone());
+        let adjust = move |config: &mut strom_server::Config| {
+            config.log.backend = LogBackend::Kafka;
+            config.log.kafka.bootstrap_servers = bootstrap;
+            config.log.kafka.topic_prefix = "lake.".into();
+            config.log.kafka.linger_ms = 1;
+            config.lake.enabled = true;
+            config.lake.url = lake_url;
+            config.lake.roll_age_ms = 50;
+        };
+        async move {
+            match dir {
+                Some(dir) => TestServer::start_in(dir, adjust).await,
+                None => TestServer::start_with(adjust).await,
+            }
+        }
+    };
+    let order = |n: u64| json!({"type": "track", "event": "Ordered", "messageId": format!("o{n}"), "timestamp": "2026-11-22T08:30:00.000Z", "properties": {"n": n}});
+    let server = start(None).await;
+    let (status, body) = server.post("/v1/streams", &json!({"name": "events", "partitions": 2})).await;
+    assert!(status == 201 || status == 409, "{status} {body}");
+    let first: Vec<Value> = (0..6).map(order).collect();
+    let (status, body) = server.post("/v1/streams/events/events", &json!(first)).await;
+    assert_eq!(status, 200, "{body}");
+    let rows = |server: &TestServer| {
+        let url = format!("{}/v1/query", server.url);
+        let client = server.client.clone();
+        async move {
+            let sql = "SELECT message_id, log_partition, log_offset FROM events ORDER BY message_id";
+            let response = client.post(url).json(&json!({"sql": sql})).send().await.unwrap();
+            let (status, answer) = status_and_json(response).await;
+            if status != 200 {
+                return Vec::new();
+            }
+            answer["rows"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let mut landed = Vec::new();
+    for _ in 0..500 {
+        landed = rows(&server).await;
+        if landed.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(landed.len(), 6, "{landed:?}");
+
+    // A restart: the sink resumes from the group's offsets on the cluster.
+    let dir = server.stop().await;
+    let server = start(Some(dir)).await;
+    let second: Vec<Value> = (6..9).map(order).collect();
+    let (status, body) = server.post("/v1/streams/events/events", &json!(second)).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..500 {
+        landed = rows(&server).await;
+        if landed.len() >= 9 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Give a duplicate the time to show up, then check every record landed once.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let landed = rows(&server).await;
+    let ids: Vec<&str> = landed.iter().map(|r| r["message_id"].as_str().unwrap_or("")).collect();
+    let (_, groups) = server.get("/v1/groups/strom-lake/offsets").await;
+    let metrics = server.metrics().await;
+    let lake_metrics: Vec<&str> = metrics.lines().filter(|l| l.starts_with("strom_lake")).collect();
+    assert_eq!(ids, (0..9).map(|n| format!("o{n}")).collect::<Vec<_>>(), "{landed:?}\n{groups}\n{lake_metrics:#?}");
+    // Each row's log position is the record's on the cluster.
+    for row in &landed {
+        let (partition, offset) = (row["log_partition"].as_u64().unwrap(), row["log_offset"].as_u64().unwrap());
+        let stored = events(&broker, "lake.events", partition as u32, offset).await;
+        assert_eq!(stored[0]["value"]["messageId"], row["message_id"], "{row}");
+    }
+    server.stop().await;
+    broker.stop().await;
+}

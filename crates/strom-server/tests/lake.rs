@@ -77,6 +77,13 @@ async fn sql_over_http_answers_json_and_csv() {
     assert_eq!(report["files_merged"], 0, "{report}");
     let (status, error) = server.post("/v1/lake/compact", &json!({"stream": "no such/stream"})).await;
     assert_error(status, &error, 400, "invalid_stream_name");
+    // Files published after a table's first query are in the next one.
+    let more: Vec<Value> = (10..14).map(add_to_cart).collect();
+    let (status, body) = server.post("/v1/streams/events/events", &json!(more)).await;
+    assert_eq!(status, 200, "{body}");
+    landed(&server, "events").await;
+    let (status, count) = server.post("/v1/query", &json!({"sql": "SELECT count(*) AS n FROM events"})).await;
+    assert_eq!((status, count["rows"][0]["n"].clone()), (200, json!(14)), "{count}");
     let (status, error) = server.post("/v1/query", &json!({"sql": "SELECT nope FROM events"})).await;
     assert_error(status, &error, 400, "invalid_query");
     let (status, error) = server.post("/v1/query", &json!({"sql": "DROP TABLE events"})).await;
