@@ -238,71 +238,11 @@ pub(crate) fn boolean(raw: &RawValue) -> Option<bool> {
 /// An RFC 3339 date-time string, in microseconds since the epoch (UTC).
 pub(crate) fn timestamp_us(raw: &RawValue) -> Option<i64> {
     let text = string(raw)?;
-    if let Some(us) = rfc3339_common_us(text.as_bytes()) {
+    if let Some(us) = strom_log::rfc3339::common_shape_us(&text) {
         return Some(us);
     }
     let time = chrono::DateTime::parse_from_rfc3339(&text).ok()?;
     time.timestamp_micros().into()
-}
-
-/// The shape nearly every SDK sends, `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`, read without
-/// chrono's general parser (it was five parses a row); `None` for anything else, which then
-/// goes to chrono (leap seconds, lower-case separators, long fractions, invalid dates).
-fn rfc3339_common_us(text: &[u8]) -> Option<i64> {
-    fn digits(text: &[u8], from: usize, count: usize) -> Option<i64> {
-        let slice = text.get(from..from + count)?;
-        slice.iter().try_fold(0i64, |n, &b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
-    }
-    if text.len() < 20 || text[4] != b'-' || text[7] != b'-' || text[10] != b'T' || text[13] != b':' || text[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (digits(text, 0, 4)?, digits(text, 5, 2)?, digits(text, 8, 2)?);
-    let (hour, minute, second) = (digits(text, 11, 2)?, digits(text, 14, 2)?, digits(text, 17, 2)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let mut at = 19;
-    let mut micros = 0i64;
-    if text[at] == b'.' {
-        let count = text[at + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if count == 0 || count > 9 {
-            return None;
-        }
-        let fraction = digits(text, at + 1, count)?;
-        let nanos = fraction * 10i64.pow(9 - count as u32);
-        micros = nanos / 1000;
-        at += 1 + count;
-    }
-    let offset_seconds = match text.get(at..)? {
-        b"Z" => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (hours, minutes) = (digits(&[*h1, *h2], 0, 2)?, digits(&[*m1, *m2], 0, 2)?);
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let seconds = hours * 3600 + minutes * 60;
-            if *sign == b'-' { -seconds } else { seconds }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (H. Hinnant's algorithm), proleptic Gregorian.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    Some(seconds * 1_000_000 + micros)
 }
 
 #[cfg(test)]
@@ -341,6 +281,7 @@ mod tests {
 
     #[test]
     fn the_common_timestamp_shape_reads_as_chrono_reads_it() {
+        use strom_log::rfc3339::common_shape_us;
         let chrono_us = |text: &str| chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_micros());
         let cases = [
             "2026-11-22T08:00:00.019Z",
@@ -355,7 +296,7 @@ mod tests {
             "2000-02-29T00:00:00-23:59",
         ];
         for case in cases {
-            assert_eq!(rfc3339_common_us(case.as_bytes()), chrono_us(case), "{case}");
+            assert_eq!(common_shape_us(case), chrono_us(case), "{case}");
             assert!(chrono_us(case).is_some(), "{case}");
         }
         // Left to chrono: a leap second, other separators, long fractions, impossible dates.
@@ -374,7 +315,7 @@ mod tests {
             "+026-11-22T08:00:00Z",
         ];
         for case in refused {
-            assert_eq!(rfc3339_common_us(case.as_bytes()), None, "{case}");
+            assert_eq!(common_shape_us(case), None, "{case}");
         }
         // Every day of a few years, at a spread of times and offsets.
         let mut seed = 7u64;
@@ -392,7 +333,7 @@ mod tests {
                 (r >> 36) % 1_000_000,
                 ["Z", "+01:00", "-09:30"][((r >> 56) % 3) as usize]
             );
-            assert_eq!(rfc3339_common_us(text.as_bytes()), chrono_us(&text), "{text}");
+            assert_eq!(common_shape_us(&text), chrono_us(&text), "{text}");
         }
     }
 

@@ -25,6 +25,7 @@ mod log;
 mod partition;
 pub mod partitioner;
 mod remote;
+pub mod rfc3339;
 mod segment;
 mod stream;
 

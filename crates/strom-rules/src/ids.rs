@@ -28,47 +28,9 @@ pub fn id(parts: &[&[u8]]) -> String {
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp (any offset).
 pub fn parse_time_ms(text: &str) -> Option<i64> {
-    parse_utc_millis(text).or_else(|| text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
-}
-
-/// The form SDKs and Strom write, `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a general parser (it
-/// is read for every event); anything else goes to jiff.
-fn parse_utc_millis(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() != 24
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'.'
-        || b[23] != b'Z'
-    {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        b[range].iter().try_fold(0i64, |n, d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
-    };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second, millis) = (number(11..13)?, number(14..16)?, number(17..19)?, number(20..23)?);
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
+    // The shape SDKs and Strom write without a general parser (it is read for every event).
+    strom_log::rfc3339::common_shape_ms(text)
+        .or_else(|| text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
 }
 
 /// RFC 3339 in UTC with milliseconds, as Segment writes timestamps.
@@ -137,12 +99,12 @@ mod tests {
             "2100-03-01T00:00:00.000Z",
         ] {
             let jiff = text.parse::<jiff::Timestamp>().unwrap().as_millisecond();
-            assert_eq!(parse_utc_millis(text), Some(jiff), "{text}");
+            assert_eq!(strom_log::rfc3339::common_shape_ms(text), Some(jiff), "{text}");
         }
         for bad in
-            ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-11-22T24:00:00.000Z", "2026-11-22T08:00:01Z"]
+            ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-11-22T24:00:00.000Z", "2026-11-22T08:00:01"]
         {
-            assert_eq!(parse_utc_millis(bad), None, "{bad}");
+            assert_eq!(strom_log::rfc3339::common_shape_ms(bad), None, "{bad}");
         }
     }
 
