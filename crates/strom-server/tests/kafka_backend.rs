@@ -9,12 +9,23 @@ use serde_json::{Value, json};
 use strom_server::config::LogBackend;
 
 async fn on_kafka(broker: &TestServer, dir: Option<tempfile::TempDir>) -> TestServer {
-    let bootstrap = broker.kafka_addr.to_string();
+    on_kafka_with(broker, dir, "shop.", |_| {}).await
+}
+
+/// A server on `broker`'s cluster with topics under `prefix`, and `more` of its config.
+async fn on_kafka_with(
+    broker: &TestServer,
+    dir: Option<tempfile::TempDir>,
+    prefix: &str,
+    more: impl FnOnce(&mut strom_server::Config),
+) -> TestServer {
+    let (bootstrap, prefix) = (broker.kafka_addr.to_string(), prefix.to_string());
     let adjust = move |config: &mut strom_server::Config| {
         config.log.backend = LogBackend::Kafka;
         config.log.kafka.bootstrap_servers = bootstrap;
-        config.log.kafka.topic_prefix = "shop.".into();
+        config.log.kafka.topic_prefix = prefix;
         config.log.kafka.linger_ms = 1;
+        more(config);
     };
     match dir {
         Some(dir) => TestServer::start_in(dir, adjust).await,
@@ -177,70 +188,33 @@ async fn the_lake_lands_a_stream_of_the_cluster_once_across_a_restart() {
     let broker = TestServer::start().await;
     let lake_dir = tempfile::tempdir().unwrap();
     let lake_url = lake_dir.path().display().to_string();
-    let start = |dir: Option<tempfile::TempDir>| {
-        let (bootstrap, lake_url) = (broker.kafka_addr.to_string(), lake_url.clone());
-        let adjust = move |config: &mut strom_server::Config| {
-            config.log.backend = LogBackend::Kafka;
-            config.log.kafka.bootstrap_servers = bootstrap;
-            config.log.kafka.topic_prefix = "lake.".into();
-            config.log.kafka.linger_ms = 1;
+    let lake_on = |lake_url: String| {
+        move |config: &mut strom_server::Config| {
             config.lake.enabled = true;
             config.lake.url = lake_url;
             config.lake.roll_age_ms = 50;
-        };
-        async move {
-            match dir {
-                Some(dir) => TestServer::start_in(dir, adjust).await,
-                None => TestServer::start_with(adjust).await,
-            }
         }
     };
     let order = |n: u64| json!({"type": "track", "event": "Ordered", "messageId": format!("o{n}"), "timestamp": "2026-11-22T08:30:00.000Z", "properties": {"n": n}});
-    let server = start(None).await;
+    let server = on_kafka_with(&broker, None, "lake.", lake_on(lake_url.clone())).await;
     let (status, body) = server.post("/v1/streams", &json!({"name": "events", "partitions": 2})).await;
     assert!(status == 201 || status == 409, "{status} {body}");
     let first: Vec<Value> = (0..6).map(order).collect();
     let (status, body) = server.post("/v1/streams/events/events", &json!(first)).await;
     assert_eq!(status, 200, "{body}");
-    let rows = |server: &TestServer| {
-        let url = format!("{}/v1/query", server.url);
-        let client = server.client.clone();
-        async move {
-            let sql = "SELECT message_id, log_partition, log_offset FROM events ORDER BY message_id";
-            let response = client.post(url).json(&json!({"sql": sql})).send().await.unwrap();
-            let (status, answer) = status_and_json(response).await;
-            if status != 200 {
-                return Vec::new();
-            }
-            answer["rows"].as_array().cloned().unwrap_or_default()
-        }
-    };
-    let mut landed = Vec::new();
-    for _ in 0..500 {
-        landed = rows(&server).await;
-        if landed.len() >= 6 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let landed = lake_rows(&server, 6).await;
     assert_eq!(landed.len(), 6, "{landed:?}");
 
     // A restart: the sink resumes from the group's offsets on the cluster.
     let dir = server.stop().await;
-    let server = start(Some(dir)).await;
+    let server = on_kafka_with(&broker, Some(dir), "lake.", lake_on(lake_url)).await;
     let second: Vec<Value> = (6..9).map(order).collect();
     let (status, body) = server.post("/v1/streams/events/events", &json!(second)).await;
     assert_eq!(status, 200, "{body}");
-    for _ in 0..500 {
-        landed = rows(&server).await;
-        if landed.len() >= 9 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    lake_rows(&server, 9).await;
     // Give a duplicate the time to show up, then check every record landed once.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let landed = rows(&server).await;
+    let landed = lake_rows(&server, 0).await;
     let ids: Vec<&str> = landed.iter().map(|r| r["message_id"].as_str().unwrap_or("")).collect();
     let (_, groups) = server.get("/v1/groups/strom-lake/offsets").await;
     let metrics = server.metrics().await;
@@ -254,4 +228,20 @@ async fn the_lake_lands_a_stream_of_the_cluster_once_across_a_restart() {
     }
     server.stop().await;
     broker.stop().await;
+}
+
+/// The lake's rows of `events` (message id and log position), once there are at least
+/// `count` (bounded: 10 s; a query refused because nothing has landed yet counts as none).
+async fn lake_rows(server: &TestServer, count: usize) -> Vec<Value> {
+    let sql = "SELECT message_id, log_partition, log_offset FROM events ORDER BY message_id";
+    let mut rows = Vec::new();
+    for _ in 0..500 {
+        let (status, answer) = server.post("/v1/query", &json!({"sql": sql})).await;
+        rows = if status == 200 { answer["rows"].as_array().cloned().unwrap_or_default() } else { Vec::new() };
+        if rows.len() >= count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    rows
 }
