@@ -1,12 +1,17 @@
 //! An event taken apart just enough: the envelope's fields and the `properties`/`traits`
-//! objects as raw JSON slices of the record's value. Nothing else of the event (its context,
-//! usually the larger part) is built into a tree: it is only tokenized.
+//! objects as raw JSON slices of the record's value.
+//!
+//! The lake reads each event twice (once to place it, once to write its row), and most of an
+//! event (its `context`) is of no use to it; so objects are read by a scanner of their own
+//! that finds the top-level members and steps over everything else without validating it.
+//! On valid JSON it gives exactly what a JSON parser would (tested against serde_json); on
+//! invalid JSON it may still find top-level members, where a parser would find none. The
+//! lake never needs more: events were validated when they were accepted (collector, catalog),
+//! `event_json` keeps each record as stored, and a scalar that does not read as its column's
+//! type is null there.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use strom_catalog::EventKind;
 
 /// The envelope fields the lake gives columns of, in column order.
@@ -70,19 +75,25 @@ pub(crate) fn column_name(field: Field) -> &'static str {
 /// The envelope of one event: each known field's value as the raw JSON text it was sent as.
 #[derive(Default)]
 pub(crate) struct Envelope<'a> {
-    fields: [Option<&'a RawValue>; FIELD_COUNT],
+    fields: [Option<&'a str>; FIELD_COUNT],
 }
 
 impl<'a> Envelope<'a> {
     /// `None` when the value is not a JSON object (a raw record of another producer).
     pub fn parse(text: &'a str) -> Option<Envelope<'a>> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let envelope = deserializer.deserialize_map(EnvelopeVisitor).ok()?;
-        deserializer.end().ok()?;
+        let mut envelope = Envelope::default();
+        let mut scanner = Scanner::new(text);
+        scanner.members(|key, value| {
+            if let Some(field) = field_of(&key) {
+                // The last of a repeated name wins, as in serde_json's maps.
+                envelope.fields[field as usize] = Some(value);
+            }
+        })?;
+        scanner.end()?;
         Some(envelope)
     }
 
-    pub fn raw(&self, field: Field) -> Option<&'a RawValue> {
+    pub fn raw(&self, field: Field) -> Option<&'a str> {
         self.fields[field as usize]
     }
 
@@ -117,77 +128,233 @@ pub(crate) struct TypeKey<'a> {
     pub name: Cow<'a, str>,
 }
 
-struct EnvelopeVisitor;
+fn field_of(key: &str) -> Option<Field> {
+    Some(match key {
+        "messageId" => Field::MessageId,
+        "type" => Field::Type,
+        "event" => Field::Event,
+        "name" => Field::Name,
+        "userId" => Field::UserId,
+        "anonymousId" => Field::AnonymousId,
+        "groupId" => Field::GroupId,
+        "previousId" => Field::PreviousId,
+        "timestamp" => Field::Timestamp,
+        "originalTimestamp" => Field::OriginalTimestamp,
+        "sentAt" => Field::SentAt,
+        "receivedAt" => Field::ReceivedAt,
+        "properties" => Field::Properties,
+        "traits" => Field::Traits,
+        _ => return None,
+    })
+}
 
-impl<'de> Visitor<'de> for EnvelopeVisitor {
-    type Value = Envelope<'de>;
+/// The members of a JSON object, as raw values, in their order; `None` when `raw` is not an
+/// object.
+pub(crate) fn object_members(raw: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut members = Vec::new();
+    let mut scanner = Scanner::new(raw);
+    scanner.members(|key, value| members.push((key, value)))?;
+    scanner.end()?;
+    Some(members)
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
+/// Nesting within a member's value deeper than this is refused (serde_json stops at 128
+/// levels too).
+const DEPTH_MAX: u32 = 128;
+
+/// A position in a JSON text. It moves over values without building them; positions are
+/// only ever at ASCII delimiters, so every slice it hands out is a `str`.
+struct Scanner<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Scanner<'a> {
+        Scanner { text, at: 0 }
     }
 
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Envelope<'de>, M::Error> {
-        let mut envelope = Envelope::default();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            match FIELDS.iter().find(|(name, ..)| *name == key.0.as_ref()) {
-                Some((_, field, _)) => envelope.fields[*field as usize] = Some(map.next_value::<&'de RawValue>()?),
-                None => {
-                    map.next_value::<IgnoredAny>()?;
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Only whitespace is left.
+    fn end(&mut self) -> Option<()> {
+        self.skip_whitespace();
+        (self.at == self.text.len()).then_some(())
+    }
+
+    /// The object at the cursor, member by member: each name (unescaped) and raw value.
+    fn members(&mut self, mut each: impl FnMut(Cow<'a, str>, &'a str)) -> Option<()> {
+        self.skip_whitespace();
+        if self.peek()? != b'{' {
+            return None;
+        }
+        self.at += 1;
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.skip_whitespace();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key = string(self.string()?)?;
+            self.skip_whitespace();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.at += 1;
+            let value = self.value()?;
+            each(key, value);
+            self.skip_whitespace();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Moves over one value; its raw text.
+    fn value(&mut self) -> Option<&'a str> {
+        self.skip_whitespace();
+        let start = self.at;
+        match self.peek()? {
+            b'"' => self.string(),
+            b'{' | b'[' => {
+                self.nested()?;
+                Some(&self.text[start..self.at])
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                let bytes = self.text.as_bytes();
+                while let Some(byte) = bytes.get(self.at)
+                    && !matches!(byte, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                {
+                    self.at += 1;
+                }
+                Some(&self.text[start..self.at])
+            }
+            _ => None,
+        }
+    }
+
+    /// At a `"`: moves past the string's closing quote; the string's raw text, quotes included.
+    fn string(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut from = start + 1;
+        loop {
+            let found = find(bytes, from, quote_or_backslash, |b| b == b'"' || b == b'\\')?;
+            if bytes[found] == b'\\' {
+                // The escaped byte is never the closing quote.
+                from = found + 2;
+                continue;
+            }
+            self.at = found + 1;
+            return Some(&self.text[start..self.at]);
+        }
+    }
+
+    /// At a `{` or `[`: moves past its matching close. Brackets must pair up; nothing else
+    /// inside is checked.
+    fn nested(&mut self) -> Option<()> {
+        let bytes = self.text.as_bytes();
+        // One bit per open level, innermost lowest: set for an object, clear for an array.
+        let mut objects: u128 = 0;
+        let mut depth = 0;
+        loop {
+            let found = find(bytes, self.at, quote_or_bracket, |b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))?;
+            let byte = bytes[found];
+            self.at = found;
+            match byte {
+                b'"' => {
+                    self.string()?;
+                    continue;
+                }
+                b'{' | b'[' => {
+                    if depth == DEPTH_MAX {
+                        return None;
+                    }
+                    objects = (objects << 1) | u128::from(byte == b'{');
+                    depth += 1;
+                }
+                _ => {
+                    if (objects & 1 == 1) != (byte == b'}') {
+                        return None;
+                    }
+                    objects >>= 1;
+                    depth -= 1;
+                    if depth == 0 {
+                        self.at += 1;
+                        return Some(());
+                    }
                 }
             }
+            self.at += 1;
         }
-        Ok(envelope)
     }
 }
 
-/// An object key, borrowed from the input unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(value)))
-            }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(value.to_string())))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
+/// Eight bytes at a time (SWAR): a mask with the high bit set in every byte of `word` that
+/// is zero, and perhaps in some bytes above such a byte (a borrow carries into them), never
+/// below the lowest one.
+fn zero_bytes(word: u64) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    word.wrapping_sub(LOW) & !word & HIGH
 }
 
-/// The members of a JSON object, as raw values, in their order.
-pub(crate) fn object_members(raw: &RawValue) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
-    struct MembersVisitor;
-    impl<'de> Visitor<'de> for MembersVisitor {
-        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-            let mut members = Vec::new();
-            while let Some(key) = map.next_key::<Key<'de>>()? {
-                members.push((key.0, map.next_value::<&'de RawValue>()?));
+fn splat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// Candidates for the end of a string's run of plain bytes.
+fn quote_or_backslash(word: u64) -> u64 {
+    zero_bytes(word ^ splat(b'"')) | zero_bytes(word ^ splat(b'\\'))
+}
+
+/// Candidates for a quote or a bracket: setting bit 5 makes `[` `{` and `]` `}` (and only
+/// them, of the bytes JSON allows outside strings) alike.
+fn quote_or_bracket(word: u64) -> u64 {
+    let folded = word | splat(0x20);
+    zero_bytes(folded ^ splat(b'"')) | zero_bytes(folded ^ splat(b'{')) | zero_bytes(folded ^ splat(b'}'))
+}
+
+/// The first index at or after `from` of a byte that is `wanted`, looking at eight bytes at a
+/// time: `candidates` marks (at least) the wanted bytes of a little-endian word, and each mark
+/// is checked.
+fn find(bytes: &[u8], from: usize, candidates: fn(u64) -> u64, wanted: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let mut marks = candidates(u64::from_le_bytes(*chunk));
+        while marks != 0 {
+            let index = at + (marks.trailing_zeros() / 8) as usize;
+            if wanted(bytes[index]) {
+                return Some(index);
             }
-            Ok(members)
+            marks &= marks - 1;
         }
+        at += 8;
     }
-    if !raw.get().starts_with('{') {
-        return None;
-    }
-    serde_json::Deserializer::from_str(raw.get()).deserialize_map(MembersVisitor).ok()
+    bytes.get(at..)?.iter().position(|b| wanted(*b)).map(|i| at + i)
 }
 
 /// A JSON string's content; `None` for anything else.
-pub(crate) fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if !text.starts_with('"') {
+pub(crate) fn string(raw: &str) -> Option<Cow<'_, str>> {
+    let text = raw;
+    if text.len() < 2 || !text.starts_with('"') || !text.ends_with('"') {
         return None;
     }
     if !text.contains('\\') {
@@ -197,8 +364,8 @@ pub(crate) fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
 }
 
 /// A value as text: a string's content, anything else but null as its JSON text.
-pub(crate) fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    match raw.get() {
+pub(crate) fn text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw {
         "null" => None,
         quoted if quoted.starts_with('"') => string(raw),
         other => Some(Cow::Borrowed(other)),
@@ -206,8 +373,8 @@ pub(crate) fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
 }
 
 /// A JSON integer (also `2.0`, which JSON Schema counts as an integer) that fits 64 bits.
-pub(crate) fn integer(raw: &RawValue) -> Option<i64> {
-    let text = raw.get();
+pub(crate) fn integer(raw: &str) -> Option<i64> {
+    let text = raw;
     if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return None;
     }
@@ -219,16 +386,16 @@ pub(crate) fn integer(raw: &RawValue) -> Option<i64> {
     })
 }
 
-pub(crate) fn number(raw: &RawValue) -> Option<f64> {
-    let text = raw.get();
+pub(crate) fn number(raw: &str) -> Option<f64> {
+    let text = raw;
     if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return None;
     }
     text.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
-pub(crate) fn boolean(raw: &RawValue) -> Option<bool> {
-    match raw.get() {
+pub(crate) fn boolean(raw: &str) -> Option<bool> {
+    match raw {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
@@ -236,7 +403,7 @@ pub(crate) fn boolean(raw: &RawValue) -> Option<bool> {
 }
 
 /// An RFC 3339 date-time string, in microseconds since the epoch (UTC).
-pub(crate) fn timestamp_us(raw: &RawValue) -> Option<i64> {
+pub(crate) fn timestamp_us(raw: &str) -> Option<i64> {
     let text = string(raw)?;
     if let Some(us) = strom_log::rfc3339::common_shape_us(&text) {
         return Some(us);
@@ -247,10 +414,12 @@ pub(crate) fn timestamp_us(raw: &RawValue) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn raw(text: &str) -> &RawValue {
-        serde_json::from_str(text).unwrap()
+    fn raw(text: &str) -> &str {
+        text
     }
 
     #[test]
@@ -263,10 +432,7 @@ mod tests {
         assert_eq!(envelope.time_us(Field::Timestamp), Some(1_795_334_400_019_000));
         assert_eq!(envelope.type_key(), TypeKey { kind: EventKind::Track, name: "AddToCart".into() });
         let members = object_members(envelope.raw(Field::Properties).unwrap()).unwrap();
-        assert_eq!(
-            members.iter().map(|(k, v)| (k.as_ref(), v.get())).collect::<Vec<_>>(),
-            [("sku", "\"S\""), ("n", "1")]
-        );
+        assert_eq!(members.iter().map(|(k, v)| (k.as_ref(), *v)).collect::<Vec<_>>(), [("sku", "\"S\""), ("n", "1")]);
         assert!(envelope.raw(Field::Traits).is_none());
     }
 
@@ -277,6 +443,159 @@ mod tests {
         }
         let bare = Envelope::parse("{}").unwrap();
         assert_eq!(bare.type_key(), TypeKey { kind: EventKind::Raw, name: "".into() });
+    }
+
+    /// A small deterministic generator (no dependency for it).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// JSON text of a random value, with whitespace, escapes and repeated names; `depth`
+    /// bounds the nesting.
+    fn random_json(rng: &mut Lcg, depth: u32) -> String {
+        let space = |rng: &mut Lcg| [" ", "", "\n\t", "", "\r\n "][rng.below(5) as usize];
+        let strings = [
+            "",
+            "a",
+            "2026-11-22T08:00:00.019Z",
+            "quote\\\"d",
+            "back\\\\slash",
+            "\\u00e9t\\u00e9",
+            "tab\\t",
+            "ünï{[,:]}",
+            "\\\"",
+            "{\\\"x\\\":1}",
+        ];
+        let names =
+            ["type", "event", "name", "timestamp", "properties", "traits", "context", "userId", "t\\u0079pe", "x"];
+        match if depth == 0 { rng.below(4) } else { rng.below(6) } {
+            0 => format!("\"{}\"", strings[rng.below(strings.len() as u64) as usize]),
+            1 => ["0", "-1", "12.5", "1e3", "-0.25E-2", "9223372036854775807", "18446744073709551616"]
+                [rng.below(7) as usize]
+                .to_string(),
+            2 => ["true", "false"][rng.below(2) as usize].to_string(),
+            3 => "null".to_string(),
+            4 => {
+                let items: Vec<String> = (0..rng.below(4)).map(|_| random_json(rng, depth - 1)).collect();
+                format!("[{}{}{}]", space(rng), items.join(&format!(",{}", space(rng))), space(rng))
+            }
+            _ => {
+                let members: Vec<String> = (0..rng.below(6))
+                    .map(|_| {
+                        let name = names[rng.below(names.len() as u64) as usize];
+                        format!("\"{name}\"{}:{}{}", space(rng), space(rng), random_json(rng, depth - 1))
+                    })
+                    .collect();
+                format!("{{{}{}{}}}", space(rng), members.join(&format!("{},", space(rng))), space(rng))
+            }
+        }
+    }
+
+    /// What serde_json makes of an object's members: each name's last value.
+    fn serde_members(text: &str) -> Option<Vec<(String, serde_json::Value)>> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        let object = value.as_object()?;
+        Some(object.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// The scanner's view of an object, in serde_json's terms (the last value of a name).
+    fn scanned_members(text: &str) -> Option<Vec<(String, serde_json::Value)>> {
+        let members = object_members(text)?;
+        let mut last: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for (key, value) in members {
+            let value = serde_json::from_str(value).unwrap_or_else(|e| panic!("{value:?} of {text:?}: {e}"));
+            last.insert(key.into_owned(), value);
+        }
+        Some(last.into_iter().collect())
+    }
+
+    /// Where serde_json accepts a text, the scanner finds the same members and envelope.
+    fn agrees_with_serde(text: &str) {
+        let Some(mut expected) = serde_members(text) else {
+            // Not a JSON object: the scanner must not panic; what it finds is not checked.
+            let _ = Envelope::parse(text).map(|e| e.type_key());
+            let _ = object_members(text);
+            return;
+        };
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(scanned_members(text), Some(expected.clone()), "{text}");
+        let envelope = Envelope::parse(text).unwrap_or_else(|| panic!("no envelope in {text}"));
+        for (name, field, _) in FIELDS {
+            let found = envelope.raw(field).map(|raw| serde_json::from_str::<serde_json::Value>(raw).unwrap());
+            let wanted = expected.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            assert_eq!(found, wanted, "{name} of {text}");
+        }
+    }
+
+    #[test]
+    fn the_scanner_reads_valid_objects_as_serde_json_does() {
+        let mut rng = Lcg(11);
+        for _ in 0..20_000 {
+            let text = random_json(&mut rng, 4);
+            agrees_with_serde(&text);
+        }
+    }
+
+    #[test]
+    fn the_scanner_survives_every_one_byte_change_and_agrees_where_the_text_stays_json() {
+        let events = [
+            r#"{"type":"track","event":"Order Completed","properties":{"total":12.5,"items":[{"sku":"A","n":2}],"note":"a \"b\" \\ c"},"timestamp":"2026-11-22T08:00:00.019Z","context":{"ip":"203.0.113.9","page":{"path":"/"}}}"#,
+            r#"{ "type" : "identify", "userId" : 42, "traits" : { "email" : "x@example.com", "address" : { "city" : "Köln" } } , "sentAt" : null }"#,
+        ];
+        let replacements = [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b' ', b'x', b'1', b'n'];
+        for event in events {
+            agrees_with_serde(event);
+            let bytes = event.as_bytes();
+            for at in 0..bytes.len() {
+                for replacement in replacements {
+                    let mut changed = bytes.to_vec();
+                    changed[at] = replacement;
+                    if let Ok(text) = std::str::from_utf8(&changed) {
+                        agrees_with_serde(text);
+                    }
+                    let mut shorter = bytes.to_vec();
+                    shorter.remove(at);
+                    if let Ok(text) = std::str::from_utf8(&shorter) {
+                        agrees_with_serde(text);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn eight_bytes_at_a_time_finds_what_one_at_a_time_finds() {
+        let mut rng = Lcg(3);
+        let alphabet = [b'"', b'\\', b'{', b'}', b'[', b']', b'a', 0x01, 0x02, 0x5b, 0x7f, 0x80, 0xff, 0x00, b' '];
+        for _ in 0..20_000 {
+            let len = rng.below(40) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len() as u64) as usize]).collect();
+            let from = rng.below(len as u64 + 2) as usize;
+            let string_end = |b: u8| b == b'"' || b == b'\\';
+            let structural = |b: u8| matches!(b, b'"' | b'{' | b'}' | b'[' | b']');
+            let naive = |wanted: &dyn Fn(u8) -> bool| {
+                bytes.get(from..).and_then(|rest| rest.iter().position(|b| wanted(*b))).map(|i| from + i)
+            };
+            assert_eq!(find(&bytes, from, quote_or_backslash, string_end), naive(&string_end), "{bytes:?} {from}");
+            assert_eq!(find(&bytes, from, quote_or_bracket, structural), naive(&structural), "{bytes:?} {from}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        // Within a member's value: 128 levels are read, one more is refused.
+        assert!(Envelope::parse(&deep(128)).is_some());
+        assert!(Envelope::parse(&deep(129)).is_none());
+        assert!(Envelope::parse(&deep(100_000)).is_none());
+        assert!(Envelope::parse("{\"a\":[1}").is_none());
+        assert!(Envelope::parse("{\"a\":{\"b\":1]}").is_none());
+        assert!(Envelope::parse("{\"a\":\"unterminated\\\"}").is_none());
     }
 
     #[test]

@@ -382,9 +382,20 @@ impl Segment {
     }
 
     fn read_at(&self, position: u64, length: usize) -> Result<Bytes> {
-        let mut buffer = BytesMut::zeroed(length);
-        self.file.read_exact_at(&mut buffer, position).at(&self.log_path)?;
-        Ok(buffer.freeze())
+        // Read into uninitialised capacity: zeroing the buffer first was about 2 % of the lake
+        // sink's time (which reads every record twice).
+        let mut buffer: Vec<u8> = Vec::with_capacity(length);
+        while buffer.len() < length {
+            let at = position + buffer.len() as u64;
+            match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buffer), at) {
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)).at(&self.log_path),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(std::io::Error::from(errno)).at(&self.log_path),
+            }
+        }
+        buffer.truncate(length);
+        Ok(Bytes::from(buffer))
     }
 
     pub fn remove_files(&self) {
