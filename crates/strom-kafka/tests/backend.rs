@@ -83,6 +83,11 @@ fn record(key: &str, value: &str, timestamp_ms: i64) -> RecordIn {
     }
 }
 
+/// Appends `records` to one partition, synced, as the server's produce path does.
+async fn append_synced(stream: &strom_log::Stream, partition: u32, records: &[RecordIn]) -> strom_log::Appended {
+    stream.partition(partition).unwrap().append(EncodedBatch::encode(records).unwrap(), Durability::Sync).await.unwrap()
+}
+
 /// Blocking reads run where the server runs them: on the blocking pool.
 async fn read(log: &Arc<Log>, stream: &str, partition: u32, from: u64, max: usize) -> strom_log::ReadRecords {
     let (log, stream) = (log.clone(), stream.to_string());
@@ -105,12 +110,7 @@ async fn appends_read_back_in_order(subject: Subject) {
         let records: Vec<RecordIn> = (0..20)
             .map(|i| record(&format!("k{i}"), &format!("{{\"round\":{round},\"i\":{i}}}"), base_ms + round * 100 + i))
             .collect();
-        let appended = stream
-            .partition(1)
-            .unwrap()
-            .append(EncodedBatch::encode(&records).unwrap(), Durability::Sync)
-            .await
-            .unwrap();
+        let appended = append_synced(&stream, 1, &records).await;
         assert_eq!((appended.base_offset, appended.last_offset), (round as u64 * 20, round as u64 * 20 + 19));
         expected.extend(records);
     }
@@ -239,12 +239,7 @@ async fn kafka_backend_two_writers_on_one_partition() {
             let records: Vec<RecordIn> = values.iter().map(|v| record("k", v, 1)).collect();
             let stream = writer.stream(&name).unwrap();
             async move {
-                let appended = stream
-                    .partition(0)
-                    .unwrap()
-                    .append(EncodedBatch::encode(&records).unwrap(), Durability::Sync)
-                    .await
-                    .unwrap();
+                let appended = append_synced(&stream, 0, &records).await;
                 (appended, values)
             }
         });
