@@ -21,8 +21,9 @@ use crate::{DestinationState, Shared};
 enum Finish {
     /// Delivered or dead-lettered: the position may move past it.
     Done,
-    /// Not finished (shutdown, or the destination was disabled): it is sent again later.
-    Parked,
+    /// Not finished (shutdown, or the destination was disabled): the request goes back to the
+    /// worker, which sends it again once the destination is active.
+    Parked(RecordOut),
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>, mut stopped: watch::Receiver<bool>) {
@@ -65,7 +66,7 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
         let stopping = *stopped.borrow();
         // Finished deliveries.
         while let Some(joined) = tasks.try_join_next() {
-            finished(joined, &mut unfinished);
+            finished(joined, &mut unfinished, &mut buffer);
         }
         let Ok(partition) = stream.partition(partition_id) else { return };
         // The position: everything below the oldest unfinished or unstarted request is done.
@@ -104,18 +105,15 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
         }
 
         if destination.is_disabled() {
-            // Wait for what is in flight to park, then rewind to the oldest unfinished request
-            // and sleep until enabled.
+            // Wait for what is in flight to park (parked requests return to the buffer), then
+            // sleep until enabled.
             if !tasks.is_empty() {
                 tokio::select! {
-                    Some(joined) = tasks.join_next() => finished(joined, &mut unfinished),
+                    Some(joined) = tasks.join_next() => finished(joined, &mut unfinished, &mut buffer),
                     _ = stopped.changed() => {}
                 }
                 continue;
             }
-            next_read = low;
-            unfinished.clear();
-            buffer.clear();
             let enabled = destination.enabled.notified();
             if destination.is_disabled() {
                 tokio::select! {
@@ -174,7 +172,7 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
         let room = tasks.len() < concurrency;
         let commit_in = Duration::from_millis(COMMIT_INTERVAL_MS);
         tokio::select! {
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => finished(joined, &mut unfinished),
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => finished(joined, &mut unfinished, &mut buffer),
             _ = partition.wait_for(next_read, Duration::from_millis(IDLE_WAIT_MS)), if idle && room => {}
             _ = stopped.changed() => {}
             _ = tokio::time::sleep(commit_in), if !idle || !room => {}
@@ -182,10 +180,25 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
     }
 }
 
-/// A parked delivery stays unfinished: the position cannot pass it.
-fn finished(joined: Result<(u64, Finish), tokio::task::JoinError>, unfinished: &mut BTreeSet<u64>) {
-    if let Ok((offset, Finish::Done)) = joined {
-        unfinished.remove(&offset);
+/// A finished delivery leaves the unfinished set; a parked one goes back into the buffer in
+/// offset order, so the position still cannot pass it and it is started again whenever the
+/// destination is active, however soon after its disabling the destination was enabled. A task
+/// that did not return (it panicked) stays unfinished: the position stops there.
+fn finished(
+    joined: Result<(u64, Finish), tokio::task::JoinError>,
+    unfinished: &mut BTreeSet<u64>,
+    buffer: &mut VecDeque<RecordOut>,
+) {
+    match joined {
+        Ok((offset, Finish::Done)) => {
+            unfinished.remove(&offset);
+        }
+        Ok((offset, Finish::Parked(record))) => {
+            unfinished.remove(&offset);
+            let at = buffer.partition_point(|queued| queued.offset < offset);
+            buffer.insert(at, record);
+        }
+        Err(_) => {}
     }
 }
 
@@ -228,7 +241,7 @@ async fn deliver(
         Ok(request) => request,
         Err(reason) => {
             let dead = DeadLetter { reason, attempts: 0, last_status: None, last_error: None };
-            return dead_letter(shared, destination, &record, dead, &mut stopped).await;
+            return dead_letter(shared, destination, record, dead, &mut stopped).await;
         }
     };
     let config = &destination.destination.config;
@@ -241,7 +254,7 @@ async fn deliver(
         // The circuit breaker's permission.
         let probe = loop {
             if *stopped.borrow() || destination.is_disabled() {
-                return Finish::Parked;
+                return Finish::Parked(record);
             }
             let now = shared.started.elapsed().as_millis() as u64;
             let permit = destination.circuit.lock().unwrap_or_else(|e| e.into_inner()).acquire(now);
@@ -273,7 +286,7 @@ async fn deliver(
                 destination.circuit.lock().unwrap_or_else(|e| e.into_inner()).success();
                 metrics::counter!("strom_webhooks_attempts_total", "destination" => name.to_string(), "outcome" => "gone").increment(1);
                 shared.disable(destination, format!("the destination answered 410 Gone to delivery {}", request.id));
-                return Finish::Parked;
+                return Finish::Parked(record);
             }
             Attempt::Failed { cause, status, retry_after, message } => {
                 if probe {
@@ -302,7 +315,7 @@ async fn deliver(
                         last_status: status,
                         last_error: Some(message),
                     };
-                    return dead_letter(shared, destination, &record, dead, &mut stopped).await;
+                    return dead_letter(shared, destination, record, dead, &mut stopped).await;
                 }
                 tracing::debug!(destination = name, id = %request.id, attempts, wait_ms = wait.as_millis() as u64, %message, "webhook delivery failed; retrying");
                 metrics::counter!("strom_webhooks_retries_total", &labels).increment(1);
@@ -419,7 +432,7 @@ fn error_chain(error: &reqwest::Error) -> String {
 async fn dead_letter(
     shared: &Shared,
     destination: &DestinationState,
-    record: &RecordOut,
+    record: RecordOut,
     dead: DeadLetter,
     stopped: &mut watch::Receiver<bool>,
 ) -> Finish {
@@ -458,7 +471,7 @@ async fn dead_letter(
             Err(error) => {
                 tracing::error!(destination = name, %error, "cannot dead-letter a webhook delivery; retrying");
                 if *stopped.borrow() {
-                    return Finish::Parked;
+                    return Finish::Parked(record);
                 }
                 sleep_or_stop(stopped, Duration::from_millis(IDLE_WAIT_MS)).await;
             }

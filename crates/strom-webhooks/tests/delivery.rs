@@ -278,6 +278,45 @@ async fn gone_disables_the_destination_until_enabled_even_across_restarts() {
     log.close().await;
 }
 
+/// A destination enabled the moment a 410 disables it: requests that were parked by the 410
+/// (or by the disabling, while in flight) are sent again, none is left behind. An operator
+/// thread enables the destination as soon as it sees it disabled, so the enabling often lands
+/// before the worker has collected its parked deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_enabled_at_once_after_a_410_sends_every_parked_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each request's first attempt is answered 410, every later one 204.
+    let (receiver, addr) =
+        Receiver::start(|_, attempt| if attempt == 1 { Reply::Status(410) } else { Reply::Ok }).await;
+    let log = open(dir.path()).await;
+    let webhooks = start(&log, dir.path(), config(vec![destination("flappy", addr)])).await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let operator = {
+        let (webhooks, done) = (webhooks.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut enabled = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if webhooks.destination("flappy").unwrap().state == "disabled" {
+                    webhooks.enable("flappy").unwrap();
+                    enabled += 1;
+                }
+                std::hint::spin_loop();
+            }
+            enabled
+        })
+    };
+    let expected = ids("f", 40);
+    enqueue(&log, "flappy", expected.clone()).await;
+    eventually("all 40 are delivered through 40 disablings", || receiver.delivered_ids() == expected).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let enabled = operator.join().unwrap();
+    assert!(enabled >= 1, "the destination was never seen disabled");
+    let status = webhooks.destination("flappy").unwrap();
+    assert_eq!(status.delivered, 40, "{status:?}");
+    webhooks.close().await;
+    log.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_past_the_horizon_and_malformed_requests_are_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
