@@ -10,19 +10,23 @@
 //! in order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
-use strom_log::{Appended, EncodedBatch, LogError, RecordOut, Remote, RemoteFuture, StreamConfig, decode_records};
+use strom_log::{
+    Appended, EncodedBatch, LogError, Membership, RecordOut, Remote, RemoteFuture, ShareHandle, StreamConfig,
+    decode_records,
+};
 
 /// Partitions read at once, each with its own consumer (and librdkafka threads); the least
 /// recently used is closed beyond it.
@@ -39,6 +43,12 @@ const READ_FIRST_RECORD_MS: u64 = 5000;
 /// queue fills in the middle of it (its first records are already queued and cannot be
 /// taken back, so the rest must follow rather than fail).
 const ENQUEUE_RETRY_MS: u64 = 5000;
+/// A shared group's member is out of the group when it has not been heard from for this long
+/// (librdkafka `session.timeout.ms`, unless `log.kafka.properties` sets it): how long the
+/// partitions of a process that died wait before another process takes them.
+const SHARE_SESSION_TIMEOUT_MS: &str = "10000";
+/// How often a shared group's member serves its rebalance callbacks.
+const SHARE_POLL_MS: u64 = 100;
 /// librdkafka properties Strom sets itself and the configuration may not change.
 const FIXED_PROPERTIES: [&str; 8] = [
     "bootstrap.servers",
@@ -264,6 +274,71 @@ impl KafkaBackend {
             Some(found) if found.error().is_none() => Ok(found.partitions().len() as u32),
             _ => Err(LogError::StreamNotFound(stream.to_string())),
         }
+    }
+}
+
+/// The context of a shared group's member: it tells the share what the group decided. On a
+/// revocation librdkafka waits in `pre_rebalance` until the workers have let go (bounded), and
+/// only then rejoins, so the next owner starts from what they committed.
+struct ShareContext {
+    handle: ShareHandle,
+    topic: String,
+}
+
+impl ClientContext for ShareContext {}
+
+impl ShareContext {
+    fn partitions(&self, list: &TopicPartitionList) -> Vec<u32> {
+        list.elements_for_topic(&self.topic).iter().map(|element| element.partition() as u32).collect()
+    }
+}
+
+impl ConsumerContext for ShareContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<ShareContext>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                self.handle.revoke(&self.partitions(list));
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(group = %self.handle.group(), %error, "shared group rebalance failed; the partitions are let go");
+                self.handle.revoke_all();
+            }
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<ShareContext>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            // The member owns the partitions; Strom's own readers read them, so it fetches nothing.
+            if let Err(error) = consumer.pause(list) {
+                tracing::warn!(group = %self.handle.group(), %error, "cannot pause a shared group member's partitions");
+            }
+            self.handle.assign(&self.partitions(list));
+        }
+    }
+}
+
+/// A shared group's membership: a consumer subscribed to the stream's topic, polled by a
+/// thread of its own, which leaves the group when it stops.
+struct KafkaMembership {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Membership for KafkaMembership {
+    fn leave(&self) {
+        self.stop.store(true, Ordering::Release);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KafkaMembership {
+    fn drop(&mut self) {
+        // Without `leave` the thread still leaves the group, unwaited.
+        self.stop.store(true, Ordering::Release);
     }
 }
 
@@ -570,6 +645,45 @@ impl Remote for KafkaBackend {
                 _ => None,
             })
             .collect())
+    }
+
+    fn join(&self, group: &str, stream: &str, handle: ShareHandle) -> Result<Box<dyn Membership>, LogError> {
+        let topic = self.topic(stream);
+        let mut client = self.config.client();
+        client
+            .set("group.id", self.group_id(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        if !self.config.properties.contains_key("session.timeout.ms") {
+            client.set("session.timeout.ms", SHARE_SESSION_TIMEOUT_MS);
+        }
+        let context = ShareContext { handle, topic: topic.clone() };
+        let consumer: BaseConsumer<ShareContext> = client
+            .create_with_context(context)
+            .map_err(|error| remote_error("cannot create a Kafka consumer", error))?;
+        consumer.subscribe(&[&topic]).map_err(|error| remote_error(&format!("joining {group} on {topic}"), error))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let group = group.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("share-{group}"))
+            .spawn(move || {
+                tracing::info!(%group, %topic, "joined the shared group");
+                while !stopped.load(Ordering::Acquire) {
+                    // Messages are not wanted (the partitions are paused); polling serves the
+                    // group's callbacks.
+                    if let Some(Err(error)) = consumer.poll(Duration::from_millis(SHARE_POLL_MS)) {
+                        tracing::warn!(%group, %topic, %error, "shared group member");
+                    }
+                }
+                // Revokes here (the workers have stopped), then leaves the group.
+                consumer.unsubscribe();
+                drop(consumer);
+                tracing::info!(%group, %topic, "left the shared group");
+            })
+            .map_err(|error| remote_error("cannot start a shared group's thread", error))?;
+        Ok(Box::new(KafkaMembership { stop, thread: Mutex::new(Some(thread)) }))
     }
 
     fn close(&self) {

@@ -153,6 +153,24 @@ impl GroupOffsets {
         cache.get(&(group.to_string(), stream.to_string(), partition)).copied()
     }
 
+    /// The next offset `group` reads of the partition as the store has it now, not as this
+    /// process last saw it: on a remote log another process may have committed since (a
+    /// shared partition handed over to this one). Blocking on a remote log.
+    pub fn committed_now(&self, group: &str, stream: &str, partition: u32) -> Result<Option<u64>> {
+        if let Store::Remote { remote, fetched } = &self.store {
+            let _commit = self.commit.lock().unwrap_or_else(|e| e.into_inner());
+            let offsets = crate::remote::blocking(|| remote.committed(group, stream))?;
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|(g, s, _), _| g != group || s != stream);
+            for (partition, offset) in offsets {
+                cache.insert((group.to_string(), stream.to_string(), partition), offset);
+            }
+            fetched.lock().unwrap_or_else(|e| e.into_inner()).insert((group.to_string(), stream.to_string()));
+        }
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(cache.get(&(group.to_string(), stream.to_string(), partition)).copied())
+    }
+
     /// Every committed offset: (group, stream, partition, offset), sorted. On a remote log:
     /// those of the groups and streams this process used.
     pub fn all(&self) -> Vec<(String, String, u32, u64)> {

@@ -27,6 +27,7 @@ pub mod partitioner;
 mod remote;
 pub mod rfc3339;
 mod segment;
+mod share;
 mod stream;
 
 pub use batch::{BatchHeader, EncodedBatch, RecordIn, RecordOut, decode_records};
@@ -36,4 +37,5 @@ pub use groups::{CommitMode, GroupOffsets};
 pub use log::{Log, LogConfig};
 pub use partition::{Appended, Durability, Partition, PartitionStatus, PendingAppend, ReadBatches, ReadRecords};
 pub use remote::{Remote, RemoteFuture};
+pub use share::{Lease, Membership, Share, ShareHandle};
 pub use stream::{Stream, StreamConfig, validate_stream_name};

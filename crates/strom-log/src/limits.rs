@@ -52,3 +52,7 @@ pub const REMOTE_STREAMS_POLL_MS: u64 = 5000;
 /// A stream deleted here is not taken back from the remote's listing for this long (Kafka
 /// deletes topics asynchronously, and its metadata may list one for a while).
 pub const REMOTE_DELETED_GRACE_MS: u64 = 60_000;
+
+/// How long taking a shared partition away from this process waits for its workers to commit
+/// and stop before the partition is handed over anyway (`share.rs`).
+pub const SHARE_HANDOVER_MS: u64 = 30_000;

@@ -13,6 +13,7 @@ use crate::index::write_synced;
 use crate::limits::{REMOTE_DELETED_GRACE_MS, STREAMS_MAX};
 use crate::partition::{Partition, WriterTiming};
 use crate::remote::{Remote, RemotePartition, poll_watermarks};
+use crate::share::Share;
 use crate::stream::{Stream, StreamConfig, validate_stream_name};
 
 const STREAM_FILE: &str = "stream.json";
@@ -223,6 +224,20 @@ impl Log {
 
     pub fn groups(&self) -> &GroupOffsets {
         &self.groups
+    }
+
+    /// This process's share of `group`'s work on `stream`'s partitions. On the embedded log
+    /// that is every partition; on a remote log the processes running the same group divide
+    /// them (`share.rs`), and the share starts empty until the remote assigns some. `group`
+    /// names the workers (`strom-webhooks`), not a group whose offsets are committed.
+    pub fn share(&self, group: &str, stream: &str) -> Result<Share> {
+        let partitions = self.stream(stream)?.partitions().len() as u32;
+        let (mut share, handle) = Share::new(group, stream, partitions);
+        match &self.config.remote {
+            Some(remote) => share.set_membership(remote.join(group, stream, handle)?),
+            None => handle.assign(&(0..partitions).collect::<Vec<_>>()),
+        }
+        Ok(share)
     }
 
     pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {

@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 use crate::batch::{EncodedBatch, RecordOut};
 use crate::error::{LogError, Result};
 use crate::partition::{Appended, PendingAppend, ReadRecords};
+use crate::share::{Membership, ShareHandle};
 use crate::stream::StreamConfig;
 
 /// A remote operation's future.
@@ -61,6 +62,12 @@ pub trait Remote: Send + Sync + 'static {
     fn commit(&self, group: &str, stream: &str, offsets: &[(u32, u64)]) -> Result<()>;
     /// A group's committed offsets of one stream's partitions (those it has). Blocking.
     fn committed(&self, group: &str, stream: &str) -> Result<Vec<(u32, u64)>>;
+    /// Joins the group that divides `stream`'s partitions among the processes running the
+    /// same work (`Log::share`): the membership tells `handle` what this process owns, and
+    /// revokes through it (waiting for the workers) before the partitions move elsewhere. The
+    /// group must not be one whose offsets are committed (`commit`): its members own
+    /// partitions, they do not consume them.
+    fn join(&self, group: &str, stream: &str, handle: ShareHandle) -> Result<Box<dyn Membership>>;
     /// Waits (bounded) for queued appends to be acknowledged. Blocking.
     fn close(&self);
 }

@@ -67,6 +67,10 @@ pub struct DestinationStatus {
     pub failed_attempts: u64,
     pub dead_lettered: u64,
     pub last_error: Option<String>,
+    /// Whether this process delivers for the destination now. On the Kafka backend the
+    /// processes divide the deliveries stream's partitions, so another one may; the counters
+    /// above are this process's.
+    pub delivering_here: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -85,6 +89,8 @@ pub(crate) struct Stats {
     pub failed_attempts: u64,
     pub dead_lettered: u64,
     pub last_error: Option<String>,
+    /// A worker of this process delivers for the destination now.
+    pub delivering_here: bool,
 }
 
 pub(crate) struct DestinationState {
@@ -122,8 +128,12 @@ pub struct Webhooks {
     shared: Arc<Shared>,
     destinations: BTreeMap<String, Arc<DestinationState>>,
     shutdown: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// The shared group (`Log::share`) that divides the deliveries stream's partitions, and so
+/// the destinations, among the processes of a Kafka-backed installation.
+pub const SHARE_GROUP: &str = "strom-webhooks";
 
 impl Webhooks {
     /// Checks the configuration, creates the deliveries and dead-letter streams when missing
@@ -196,12 +206,16 @@ impl Webhooks {
             })
             .collect();
         let (shutdown, stopped) = watch::channel(false);
-        let tasks = destinations
-            .values()
-            .map(|destination| tokio::spawn(worker::run(shared.clone(), destination.clone(), stopped.clone())))
-            .collect();
+        let supervisor = match destinations.is_empty() {
+            true => None,
+            false => {
+                let share = shared.log.share(SHARE_GROUP, &shared.config.deliveries_stream)?;
+                let all = destinations.values().cloned().collect();
+                Some(tokio::spawn(worker::supervise(shared.clone(), all, share, stopped)))
+            }
+        };
         tracing::info!(destinations = destinations.len(), stream = %shared.config.deliveries_stream, "webhook delivery started");
-        Ok(Arc::new(Webhooks { shared, destinations, shutdown, tasks: Mutex::new(tasks) }))
+        Ok(Arc::new(Webhooks { shared, destinations, shutdown, supervisor: Mutex::new(supervisor) }))
     }
 
     /// Destination names, for checking the actions of rules.
@@ -233,12 +247,13 @@ impl Webhooks {
         Ok(status(destination))
     }
 
-    /// Stops the workers; what is in flight is sent again after the next start.
+    /// Stops the workers and leaves the shared group; what is in flight is sent again after
+    /// the next start (or by the process that takes the destination over).
     pub async fn close(&self) {
         let _ = self.shutdown.send(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            let _ = task.await;
+        let supervisor = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.await;
         }
     }
 }
@@ -332,5 +347,6 @@ fn status(destination: &DestinationState) -> DestinationStatus {
         failed_attempts: stats.failed_attempts,
         dead_lettered: stats.dead_lettered,
         last_error: stats.last_error.clone(),
+        delivering_here: stats.delivering_here,
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use strom_log::{CommitMode, Durability, EncodedBatch, LogError, RecordIn, RecordOut, partitioner};
+use strom_log::{CommitMode, Durability, EncodedBatch, Lease, LogError, RecordIn, RecordOut, Share, partitioner};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -26,7 +26,52 @@ enum Finish {
     Parked(RecordOut),
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>, mut stopped: watch::Receiver<bool>) {
+/// Runs a worker for each destination whose partition of the deliveries stream this process
+/// owns (all of them on the embedded log; a share of them on the Kafka backend, where the
+/// processes divide the partitions). A worker stops when its partition is taken away, after
+/// committing, and is started again when it comes back.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    destinations: Vec<Arc<DestinationState>>,
+    mut share: Share,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let partitions = shared.log.stream(&shared.config.deliveries_stream).map_or(1, |s| s.partitions().len() as u32);
+    let mut workers: Vec<Option<tokio::task::JoinHandle<()>>> = destinations.iter().map(|_| None).collect();
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        for (destination, worker) in destinations.iter().zip(workers.iter_mut()) {
+            if worker.as_ref().is_some_and(|task| !task.is_finished()) {
+                continue;
+            }
+            let partition = partitioner::partition_for_key(destination.name().as_bytes(), partitions);
+            if let Some(lease) = share.lease(partition) {
+                let (shared, destination, stopped) = (shared.clone(), destination.clone(), stopped.clone());
+                *worker = Some(tokio::spawn(run(shared, destination, stopped, lease)));
+            }
+        }
+        // A worker that ended on its own (an error) is started again after a pause.
+        tokio::select! {
+            _ = share.changed() => {}
+            _ = stopped.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(IDLE_WAIT_MS)) => {}
+        }
+    }
+    for worker in workers.into_iter().flatten() {
+        let _ = worker.await;
+    }
+    share.leave().await;
+}
+
+/// One destination's worker, while `lease` holds its partition.
+async fn run(
+    shared: Arc<Shared>,
+    destination: Arc<DestinationState>,
+    mut stopped: watch::Receiver<bool>,
+    mut lease: Lease,
+) {
     let name = destination.name().to_string();
     let group = format!("strom-webhooks.{name}");
     let stream_name = shared.config.deliveries_stream.clone();
@@ -40,15 +85,32 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
         Ok(stream) => stream,
         Err(error) => {
             tracing::error!(destination = %name, %error, "webhook worker cannot open the deliveries stream");
+            sleep_or_stop(&mut stopped, Duration::from_millis(IDLE_WAIT_MS)).await;
             return;
         }
     };
-    let partition_id = partitioner::partition_for_key(name.as_bytes(), stream.partitions().len() as u32);
+    let partition_id = lease.partition();
     let start = match stream.partition(partition_id) {
         Ok(partition) => partition.log_start_offset(),
         Err(_) => return,
     };
-    let mut committed = shared.log.groups().committed(&group, &stream_name, partition_id).unwrap_or(start);
+    // Asked of the store, not a copy: another process may have delivered for this destination
+    // before the partition came here.
+    let committed_now = {
+        let groups_log = shared.log.clone();
+        let (group, stream_name) = (group.clone(), stream_name.clone());
+        tokio::task::spawn_blocking(move || groups_log.groups().committed_now(&group, &stream_name, partition_id)).await
+    };
+    let mut committed = match committed_now {
+        Ok(Ok(committed)) => committed.unwrap_or(start),
+        Ok(Err(error)) => {
+            tracing::error!(destination = %name, %error, "cannot read the destination's position; trying again");
+            sleep_or_stop(&mut stopped, Duration::from_millis(IDLE_WAIT_MS)).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    tracing::info!(destination = %name, partition = partition_id, committed, "webhook worker started");
     let mut next_read = committed;
     // Offsets started but not finished, and requests read but not started.
     let mut unfinished: BTreeSet<u64> = BTreeSet::new();
@@ -59,11 +121,13 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
         let mut stats = destination.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.partition = partition_id;
         stats.committed_offset = committed;
+        stats.delivering_here = true;
     }
     let concurrency = destination.destination.config.concurrency;
 
     loop {
-        let stopping = *stopped.borrow();
+        // Stopping: the process stops, or the partition goes to another process.
+        let stopping = *stopped.borrow() || lease.is_revoked();
         // Finished deliveries.
         while let Some(joined) = tasks.try_join_next() {
             finished(joined, &mut unfinished, &mut buffer);
@@ -101,6 +165,8 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
         circuit_gauge.set(destination.circuit.lock().unwrap_or_else(|e| e.into_inner()).state().gauge());
         if stopping {
             tasks.shutdown().await;
+            destination.stats.lock().unwrap_or_else(|e| e.into_inner()).delivering_here = false;
+            tracing::info!(destination = %name, partition = partition_id, committed, revoked = lease.is_revoked(), "webhook worker stopped");
             return;
         }
 
@@ -111,6 +177,7 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
                 tokio::select! {
                     Some(joined) = tasks.join_next() => finished(joined, &mut unfinished, &mut buffer),
                     _ = stopped.changed() => {}
+                    _ = lease.revoked() => {}
                 }
                 continue;
             }
@@ -119,6 +186,7 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
                 tokio::select! {
                     _ = enabled => {}
                     _ = stopped.changed() => {}
+                    _ = lease.revoked() => {}
                     _ = tokio::time::sleep(Duration::from_millis(IDLE_WAIT_MS)) => {}
                 }
             }
@@ -175,6 +243,7 @@ pub(crate) async fn run(shared: Arc<Shared>, destination: Arc<DestinationState>,
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => finished(joined, &mut unfinished, &mut buffer),
             _ = partition.wait_for(next_read, Duration::from_millis(IDLE_WAIT_MS)), if idle && room => {}
             _ = stopped.changed() => {}
+            _ = lease.revoked() => {}
             _ = tokio::time::sleep(commit_in), if !idle || !room => {}
         }
     }
