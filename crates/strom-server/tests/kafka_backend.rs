@@ -245,3 +245,142 @@ async fn lake_rows(server: &TestServer, count: usize) -> Vec<Value> {
     }
     rows
 }
+
+/// Two servers on one cluster divide the webhook destinations (through the deliveries
+/// stream's partitions, in the shared group `strom-webhooks`): each request is delivered once,
+/// by the server that owns its destination's partition. When one server stops, the other
+/// takes its destinations over from where they were committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_the_cluster_divide_the_webhook_destinations_and_hand_them_over() {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+    // The receiver notes (destination, webhook-id, the server that sent it).
+    let seen: Seen = Arc::default();
+    let noted = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook/{destination}",
+        axum::routing::post(
+            move |axum::extract::Path(destination): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
+                let noted = noted.clone();
+                async move {
+                    let header = |name: &str| headers[name].to_str().unwrap().to_string();
+                    noted.lock().unwrap().push((destination, header("webhook-id"), header("x-strom-server")));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // One destination in each of the deliveries stream's 4 partitions.
+    let mut names: Vec<Option<String>> = vec![None; 4];
+    for i in 0.. {
+        let name = format!("d{i}");
+        let slot = &mut names[strom_log::partitioner::partition_for_key(name.as_bytes(), 4) as usize];
+        slot.get_or_insert(name);
+        if names.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let names: Vec<String> = names.into_iter().flatten().collect();
+    let webhooks = |server: &str| {
+        let mut toml = "[webhooks]\nallow_private = [\"127.0.0.1\"]\n".to_string();
+        for name in &names {
+            toml.push_str(&format!(
+                "[[webhooks.destinations]]\nname = \"{name}\"\nurl = \"http://{receiver}/hook/{name}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry_initial_ms = 20\nheaders = {{ x-strom-server = \"{server}\" }}\n"
+            ));
+        }
+        strom_server::Config::parse(&toml).unwrap().webhooks
+    };
+    let broker = TestServer::start_with(|_| {}).await;
+    let (for_a, for_b) = (webhooks("a"), webhooks("b"));
+    let a = on_kafka_with(&broker, None, "hooks.", move |c| c.webhooks = for_a).await;
+    let b = on_kafka_with(&broker, None, "hooks.", move |c| c.webhooks = for_b).await;
+
+    // Which destinations each server delivers for, once the group has settled on both.
+    let delivering = |server: &TestServer| {
+        let (client, url) = (server.client.clone(), format!("{}/v1/webhooks/destinations", server.url));
+        async move {
+            let list: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let mut here: Vec<String> = list["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["delivering_here"] == true)
+                .map(|d| d["name"].as_str().unwrap().to_string())
+                .collect();
+            here.sort();
+            here
+        }
+    };
+    let mut split = (Vec::new(), Vec::new());
+    for _ in 0..1500 {
+        split = (delivering(&a).await, delivering(&b).await);
+        let mut union: Vec<String> = split.0.iter().chain(&split.1).cloned().collect();
+        union.sort();
+        if !split.0.is_empty() && !split.1.is_empty() && union == names {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (on_a, on_b) = split.clone();
+    assert!(!on_a.is_empty() && !on_b.is_empty(), "both servers deliver: {split:?}");
+    assert_eq!(on_a.len() + on_b.len(), names.len(), "no destination on both: {split:?}");
+
+    let enqueue = |round: &str| {
+        let requests: Vec<(String, String)> =
+            names.iter().flat_map(|name| (0..5).map(move |i| (name.clone(), format!("{name}-{round}-{i}")))).collect();
+        let (client, url) = (b.client.clone(), b.url.clone());
+        async move {
+            for (name, id) in requests {
+                let request = json!({"id": id, "destination": name, "payload": {"n": id}});
+                let url = format!("{url}/v1/streams/strom.deliveries/events?key={name}");
+                let response = client.post(url).json(&request).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }
+    };
+    let wait_for = |count: usize| {
+        let seen = seen.clone();
+        async move {
+            for _ in 0..1000 {
+                if seen.lock().unwrap().len() >= count {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            seen.lock().unwrap().clone()
+        }
+    };
+    enqueue("one").await;
+    let delivered = wait_for(20).await;
+    assert_eq!(delivered.len(), 20, "each request once: {delivered:?}");
+    for (destination, id, server) in &delivered {
+        let owner = if on_a.contains(destination) { "a" } else { "b" };
+        assert_eq!(server, owner, "{id} was sent by the server that owns {destination}");
+    }
+
+    // A stops: B takes every destination over, from where A committed.
+    a.stop().await;
+    let mut all = Vec::new();
+    for _ in 0..1500 {
+        all = delivering(&b).await;
+        if all == names {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(all, names, "b delivers for every destination after a left");
+    enqueue("two").await;
+    let delivered = wait_for(40).await;
+    let mut ids: Vec<&str> = delivered.iter().map(|(_, id, _)| id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((delivered.len(), ids.len()), (40, 40), "each request once across the hand-over: {delivered:?}");
+    assert!(delivered[20..].iter().all(|(_, _, server)| server == "b"), "{delivered:?}");
+    b.stop().await;
+    broker.stop().await;
+}
