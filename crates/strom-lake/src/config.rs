@@ -12,6 +12,9 @@ pub const GROUP: &str = "strom-lake";
 
 /// The directory (local lake) that holds files being written; never a table.
 pub const SPOOL_DIR: &str = "_strom_spool";
+/// The lake's directory of flush markers (`<stream>/<partition>.json`): in the lake, so that
+/// whichever process lands a partition next finds the flush another left unfinished.
+pub const MARKERS_DIR: &str = "_strom_markers";
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -122,8 +125,8 @@ impl LakeConfig {
         }
         for stream in &self.streams {
             strom_log::validate_stream_name(stream).map_err(|error| format!("lake.streams: {error}"))?;
-            if stream == SPOOL_DIR {
-                return Err(format!("lake.streams: {SPOOL_DIR:?} is the lake's own directory"));
+            if stream == SPOOL_DIR || stream == MARKERS_DIR {
+                return Err(format!("lake.streams: {stream:?} is the lake's own directory"));
             }
         }
         if !(ROLL_BYTES_MIN..=ROLL_BYTES_MAX).contains(&self.roll_bytes) {

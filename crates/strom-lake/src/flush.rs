@@ -416,36 +416,42 @@ pub(crate) struct Marker {
     pub files: Vec<String>,
 }
 
-pub(crate) fn marker_path(state_dir: &Path, stream: &str, partition: u32) -> PathBuf {
+/// Where a partition's marker is in the lake.
+pub(crate) fn marker_path(stream: &str, partition: u32) -> String {
+    format!("{}/{stream}/{partition}.json", crate::config::MARKERS_DIR)
+}
+
+/// Where a partition's marker was kept before markers moved into the lake (in the data
+/// directory): still read, so that a flush interrupted before an upgrade is finished after it.
+pub(crate) fn legacy_marker_path(state_dir: &Path, stream: &str, partition: u32) -> PathBuf {
     state_dir.join("markers").join(stream).join(format!("{partition}.json"))
 }
 
-pub(crate) fn write_marker(path: &Path, marker: &Marker) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).at(dir)?;
-    let temporary = path.with_extension("json.tmp");
+pub(crate) async fn write_marker(store: &crate::store::Store, path: &str, marker: &Marker) -> Result<()> {
     let text = serde_json::to_vec(marker)
-        .map_err(|error| LakeError::BadMarker { path: path.to_path_buf(), detail: error.to_string() })?;
-    {
-        use std::io::Write;
-        let mut file = File::create(&temporary).at(&temporary)?;
-        file.write_all(&text).at(&temporary)?;
-        file.sync_all().at(&temporary)?;
-    }
-    std::fs::rename(&temporary, path).at(path)?;
-    crate::store::sync_dir(dir)
+        .map_err(|error| LakeError::BadMarker { path: PathBuf::from(path), detail: error.to_string() })?;
+    store.put_small(path, text).await
 }
 
-pub(crate) fn read_marker(path: &Path) -> Result<Option<Marker>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(LakeError::Io { path: path.to_path_buf(), source: error }),
-    };
+pub(crate) async fn read_marker(store: &crate::store::Store, path: &str) -> Result<Option<Marker>> {
+    match store.read_if_exists(path).await? {
+        Some(bytes) => parse_marker(Path::new(path), &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn read_legacy_marker(path: &Path) -> Result<Option<Marker>> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_marker(path, &bytes).map(Some),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(LakeError::Io { path: path.to_path_buf(), source: error }),
+    }
+}
+
+fn parse_marker(path: &Path, bytes: &[u8]) -> Result<Marker> {
     if bytes.len() > crate::limits::MARKER_BYTES_MAX {
         return Err(LakeError::BadMarker { path: path.to_path_buf(), detail: "too large".into() });
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
+    serde_json::from_slice(bytes)
         .map_err(|error| LakeError::BadMarker { path: path.to_path_buf(), detail: error.to_string() })
 }

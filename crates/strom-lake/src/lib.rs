@@ -50,6 +50,28 @@ pub(crate) struct Shared {
     /// The collector's dead-letter stream: its table gets the reason columns.
     pub dead_letter_stream: Option<String>,
     pub queries: QueryEngine,
+    /// The partitions this process's sink lands now: (stream, partition).
+    pub landing: std::sync::Mutex<std::collections::BTreeSet<(String, u32)>>,
+}
+
+/// What `GET /v1/lake/status` shows: where the lake is, and what this process lands.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct LakeStatus {
+    pub url: String,
+    /// Whether this process runs the sink (`lake.enabled`).
+    pub sink: bool,
+    /// The partitions this process lands now (on the Kafka backend the processes landing a
+    /// stream divide its partitions).
+    pub landing: Vec<PartitionLanding>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct PartitionLanding {
+    pub stream: String,
+    pub partition: u32,
+    /// Everything before it is in the lake.
+    pub committed_offset: Option<u64>,
+    pub log_end_offset: u64,
 }
 
 /// The lake of one Strom server.
@@ -83,7 +105,17 @@ impl Lake {
         let store = Store::open(&url, &config.s3, &state_dir)?;
         let clock = log.clock().clone();
         let queries = QueryEngine::new(store.clone())?;
-        let shared = Shared { config, store, state_dir, log, catalog, clock, dead_letter_stream, queries };
+        let shared = Shared {
+            config,
+            store,
+            state_dir,
+            log,
+            catalog,
+            clock,
+            dead_letter_stream,
+            queries,
+            landing: Default::default(),
+        };
         Ok(Lake { shared: Arc::new(shared) })
     }
 
@@ -105,6 +137,31 @@ impl Lake {
             streams.push(dead_letters.clone());
         }
         streams
+    }
+
+    /// Where the lake is and the partitions this process lands now, with their progress.
+    pub fn status(&self) -> LakeStatus {
+        let landing = self.shared.landing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let groups = self.shared.log.groups();
+        LakeStatus {
+            url: self.shared.store.url(),
+            sink: self.shared.config.enabled,
+            landing: landing
+                .into_iter()
+                .map(|(stream, partition)| PartitionLanding {
+                    committed_offset: groups.committed(GROUP, &stream, partition),
+                    log_end_offset: self
+                        .shared
+                        .log
+                        .stream(&stream)
+                        .ok()
+                        .and_then(|s| s.partition(partition).ok().map(|p| p.log_end_offset()))
+                        .unwrap_or(0),
+                    stream,
+                    partition,
+                })
+                .collect(),
+        }
     }
 
     /// Runs one read-only SQL statement over the lake's tables (one per stream).

@@ -13,11 +13,10 @@
 //! missing ones are written. So every offset ends up in exactly one visible file.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strom_log::{CommitMode, Stream};
+use strom_log::{CommitMode, Lease, Stream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -76,19 +75,57 @@ async fn land_stream(shared: Arc<Shared>, name: String, mut stop: watch::Receive
             }
         }
     };
-    let tasks: Vec<_> = stream
-        .partitions()
-        .iter()
-        .map(|p| tokio::spawn(land_partition(shared.clone(), stream.clone(), p.id(), stop.clone())))
-        .collect();
-    for task in tasks {
+    // The partitions this process lands: all of them on the embedded log; on a shared (Kafka)
+    // log the processes landing this stream divide them.
+    let share_group = format!("{GROUP}.{name}");
+    let mut share = loop {
+        match shared.log.share(&share_group, &name) {
+            Ok(share) => break share,
+            Err(error) => {
+                tracing::error!(stream = %name, %error, "the lake cannot join its shared group; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(STREAM_POLL_MS)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    };
+    let mut tasks: Vec<Option<JoinHandle<()>>> = stream.partitions().iter().map(|_| None).collect();
+    loop {
+        // Started even when the sink is stopping already: a partition's start finishes the
+        // flush a crash interrupted.
+        for (partition, task) in tasks.iter_mut().enumerate() {
+            if task.as_ref().is_some_and(|task| !task.is_finished()) {
+                continue;
+            }
+            if let Some(lease) = share.lease(partition as u32) {
+                *task = Some(tokio::spawn(land_partition(shared.clone(), stream.clone(), lease, stop.clone())));
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = share.changed() => {}
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(STREAM_POLL_MS)) => {}
+        }
+    }
+    for task in tasks.into_iter().flatten() {
         let _ = task.await;
     }
+    share.leave().await;
 }
 
-async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, partition: u32, mut stop: watch::Receiver<bool>) {
+/// Lands one partition while `lease` holds it. When the partition is taken away (or the sink
+/// stops) it flushes what it read, so the lake and the committed offset agree, and returns.
+async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, mut lease: Lease, mut stop: watch::Receiver<bool>) {
+    let partition = lease.partition();
     let mut backoff_ms = 100;
     let mut sink = loop {
+        if lease.is_revoked() {
+            return;
+        }
         match PartitionSink::open(shared.clone(), stream.clone(), partition).await {
             Ok(sink) => break sink,
             Err(error) => {
@@ -97,17 +134,20 @@ async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, partition: u32
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                     _ = stop.wait_for(|s| *s) => return,
+                    _ = lease.revoked() => return,
                 }
                 backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MS_MAX);
             }
         }
     };
+    let _landing = Landing::new(&shared, &stream.name, partition);
     backoff_ms = 100;
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || lease.is_revoked() {
             if let Err(error) = sink.flush().await {
-                tracing::warn!(stream = %stream.name, partition, %error, "the lake's last flush failed; it is done again at the next start");
+                tracing::warn!(stream = %stream.name, partition, %error, "the lake's last flush failed; it is done again by the next to land this partition");
             }
+            tracing::info!(stream = %stream.name, partition, committed = sink.scan.start, revoked = lease.is_revoked(), "lake partition stopped");
             return;
         }
         match sink.step().await {
@@ -120,6 +160,7 @@ async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, partition: u32
                 tokio::select! {
                     _ = handle.wait_for(next, Duration::from_millis(wait)) => {}
                     _ = stop.wait_for(|s| *s) => {}
+                    _ = lease.revoked() => {}
                 }
             }
             Err(error) => {
@@ -128,10 +169,31 @@ async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, partition: u32
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
                     _ = stop.wait_for(|s| *s) => {}
+                    _ = lease.revoked() => {}
                 }
                 backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MS_MAX);
             }
         }
+    }
+}
+
+/// A partition in `Shared::landing` while this lives.
+struct Landing {
+    shared: Arc<Shared>,
+    key: (String, u32),
+}
+
+impl Landing {
+    fn new(shared: &Arc<Shared>, stream: &str, partition: u32) -> Landing {
+        let key = (stream.to_string(), partition);
+        shared.landing.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        Landing { shared: shared.clone(), key }
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        self.shared.landing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
     }
 }
 
@@ -147,7 +209,7 @@ pub struct PartitionSink {
     first_read_at_ms: Option<i64>,
     /// Parquet bytes per input byte of this partition's last flush.
     ratio: f64,
-    marker_path: PathBuf,
+    marker_path: String,
     dead_letters: bool,
 }
 
@@ -156,8 +218,13 @@ impl PartitionSink {
     pub(crate) async fn open(shared: Arc<Shared>, stream: Arc<Stream>, partition: u32) -> Result<PartitionSink> {
         let handle = stream.partition(partition)?;
         let log_start = handle.log_start_offset();
-        let committed = shared.log.groups().committed(GROUP, &stream.name, partition);
-        let marker_path = flush::marker_path(&shared.state_dir, &stream.name, partition);
+        // Asked of the store, not a copy: on a shared log another process may have landed
+        // this partition before it came here.
+        let committed = {
+            let (shared, name) = (shared.clone(), stream.name.clone());
+            blocking(move || Ok(shared.log.groups().committed_now(GROUP, &name, partition)?)).await?
+        };
+        let marker_path = flush::marker_path(&stream.name, partition);
         let dead_letters = shared.dead_letter_stream.as_deref() == Some(stream.name.as_str());
         let mut sink = PartitionSink {
             shared: shared.clone(),
@@ -169,9 +236,13 @@ impl PartitionSink {
             marker_path: marker_path.clone(),
             dead_letters,
         };
-        let marker = {
-            let path = marker_path.clone();
-            blocking(move || flush::read_marker(&path)).await?
+        let legacy = flush::legacy_marker_path(&shared.state_dir, &stream.name, partition);
+        let marker = match flush::read_marker(&shared.store, &marker_path).await? {
+            Some(marker) => Some(marker),
+            None => {
+                let path = legacy.clone();
+                blocking(move || flush::read_legacy_marker(&path)).await?
+            }
         };
         if let Some(marker) = marker
             && marker.start == committed.unwrap_or(log_start)
@@ -190,6 +261,10 @@ impl PartitionSink {
             sink.scan = RangeScan::new(marker.end);
         } else if committed.is_some_and(|c| c < log_start) {
             sink.records_lost(committed.unwrap_or(0), log_start).await?;
+        }
+        // A marker from before markers moved into the lake is done with now.
+        if legacy.exists() {
+            std::fs::remove_file(&legacy).map_err(|source| LakeError::Io { path: legacy.clone(), source })?;
         }
         sink.report_lag();
         Ok(sink)
@@ -301,10 +376,7 @@ impl PartitionSink {
             time_basis: self.basis(),
             files: self.scan.files(&self.stream.name, self.partition).into_iter().map(|(_, _, path)| path).collect(),
         };
-        {
-            let (path, marker) = (self.marker_path.clone(), marker.clone());
-            blocking(move || flush::write_marker(&path, &marker)).await?;
-        }
+        flush::write_marker(&self.shared.store, &self.marker_path, &marker).await?;
         let scan = std::mem::take(&mut self.scan);
         let result = self.complete(&marker, &scan).await;
         match result {

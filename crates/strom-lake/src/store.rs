@@ -146,6 +146,52 @@ impl Store {
         }
     }
 
+    /// Writes a small file whole, replacing any earlier one (flush markers): locally through
+    /// the spool (synced, renamed, directory synced), on S3 as one PUT.
+    pub async fn put_small(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Store::Local { root } => {
+                let (root, spool, target, path) = (root.clone(), self.spool_dir(), root.join(path), path.to_string());
+                blocking(move || {
+                    std::fs::create_dir_all(&spool).at(&spool)?;
+                    // One writer per marker in a process; the process id keeps two processes on one
+                    // machine apart.
+                    let temporary = spool.join(format!("{}-{}.tmp", std::process::id(), path.replace('/', "_")));
+                    {
+                        let mut file = std::fs::File::create(&temporary).at(&temporary)?;
+                        std::io::Write::write_all(&mut file, &bytes).at(&temporary)?;
+                        file.sync_all().at(&temporary)?;
+                    }
+                    publish_local(&root, &temporary, &target)
+                })
+                .await
+            }
+            Store::S3 { store, prefix, .. } => {
+                store.put(&Store::object_path(prefix, path), PutPayload::from(bytes)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// A file's bytes, or `None` when there is no such file.
+    pub async fn read_if_exists(&self, path: &str) -> Result<Option<Bytes>> {
+        match self {
+            Store::Local { root } => {
+                let target = root.join(path);
+                match tokio::fs::read(&target).await {
+                    Ok(bytes) => Ok(Some(bytes.into())),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(error) => Err(LakeError::Io { path: target, source: error }),
+                }
+            }
+            Store::S3 { store, prefix, .. } => match store.get(&Store::object_path(prefix, path)).await {
+                Ok(found) => Ok(Some(found.bytes().await?)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(error.into()),
+            },
+        }
+    }
+
     pub async fn exists(&self, path: &str) -> Result<bool> {
         match self {
             Store::Local { root } => {

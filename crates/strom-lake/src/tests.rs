@@ -129,7 +129,7 @@ fn lake_files(root: &Path) -> Vec<(String, RecordBatch)> {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                if !path.ends_with(crate::config::SPOOL_DIR) {
+                if !path.ends_with(crate::config::SPOOL_DIR) && !path.ends_with(crate::config::MARKERS_DIR) {
                     stack.push(path);
                 }
                 continue;
@@ -295,8 +295,9 @@ async fn files_are_cut_by_age_on_the_clock_and_by_size() {
     assert_exactly_once(&fixture.root(), &[2001]);
 }
 
-/// Runs a flush of everything pending up to `stage`, as a crash there would leave it.
-async fn interrupted_flush(fixture: &Fixture, lake: &Lake, stage: usize) {
+/// Runs a flush of everything pending up to `stage`, as a crash there would leave it. With
+/// `legacy` its marker is where releases before markers moved into the lake kept it.
+async fn interrupted_flush(fixture: &Fixture, lake: &Lake, stage: usize, legacy: bool) {
     let mut sink = lake.partition_sink("events", 0).await.unwrap();
     while sink.step().await.unwrap() {}
     let shared = lake.shared.clone();
@@ -306,7 +307,13 @@ async fn interrupted_flush(fixture: &Fixture, lake: &Lake, stage: usize) {
         time_basis: shared.config.time_basis,
         files: sink.scan.files("events", 0).into_iter().map(|(_, _, p)| p).collect(),
     };
-    flush::write_marker(&flush::marker_path(&shared.state_dir, "events", 0), &marker).unwrap();
+    if legacy {
+        let path = flush::legacy_marker_path(&shared.state_dir, "events", 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&marker).unwrap()).unwrap();
+    } else {
+        flush::write_marker(&shared.store, &flush::marker_path("events", 0), &marker).await.unwrap();
+    }
     let stream = fixture.log.stream("events").unwrap();
     let spool = shared.store.spool_dir();
     std::fs::create_dir_all(&spool).unwrap();
@@ -335,7 +342,9 @@ async fn a_flush_interrupted_at_any_step_is_finished_under_the_same_names() {
         let values: Vec<Bytes> = (0..30).map(|n| track(n, EIGHT + (n as i64 % 3) * HOUR)).collect();
         fixture.append(0, &values, EIGHT).await;
         let lake = fixture.lake(|_| {});
-        interrupted_flush(&fixture, &lake, published).await;
+        // One of the four crashes left its marker where an older release kept it.
+        let legacy = published == 1;
+        interrupted_flush(&fixture, &lake, published, legacy).await;
         let before: Vec<String> = lake_files(&fixture.root()).into_iter().map(|(p, _)| p).collect();
         assert_eq!(before.len(), published.min(3));
         assert_eq!(fixture.log.groups().committed(GROUP, "events", 0), None);
@@ -355,6 +364,9 @@ async fn a_flush_interrupted_at_any_step_is_finished_under_the_same_names() {
         assert_exactly_once(&fixture.root(), &[31]);
         let spool: Vec<_> = std::fs::read_dir(restarted.store().spool_dir()).unwrap().collect();
         assert!(spool.is_empty(), "the spool holds no leftovers after a clean stop");
+        let legacy_path = flush::legacy_marker_path(&restarted.shared.state_dir, "events", 0);
+        assert!(!legacy_path.exists(), "an older release's marker is removed once its flush is done");
+        assert!(fixture.root().join("_strom_markers/events/0.json").exists(), "markers are in the lake");
     }
 }
 

@@ -119,13 +119,20 @@ async fn the_lake_on_s3_lands_queries_and_compacts() {
     assert_eq!(
         keys.lines().collect::<Vec<_>>(),
         [
+            "tables/_strom_markers/events/0.json",
             "tables/events/date=2026-11-22/hour=08/0-00000000000000000000-00000000000000000000.parquet",
             "tables/events/date=2026-11-22/hour=08/0-00000000000000000001-00000000000000000001.parquet",
             "tables/events/date=2026-11-22/hour=09/0-00000000000000000002-00000000000000000002.parquet",
             "tables/events/date=2026-11-22/hour=09/0-00000000000000000003-00000000000000000003.parquet",
         ],
-        "one object per file, nothing else (files are spooled locally)"
+        "the partition's flush marker and one object per file, nothing else (files are spooled locally)"
     );
+    // The marker, in the bucket, names the last flush (where another process would resume).
+    let marker = boto3(
+        &moto.endpoint,
+        "import json; m = json.loads(s3.get_object(Bucket='lake', Key='tables/_strom_markers/events/0.json')['Body'].read()); print(m['start'], m['end'])",
+    );
+    assert_eq!(marker.trim(), "3 4");
     let offsets = |answer: &strom_lake::QueryAnswer| -> Vec<i64> {
         answer.batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect()
     };
@@ -143,6 +150,7 @@ async fn the_lake_on_s3_lands_queries_and_compacts() {
     assert_eq!(
         keys.lines().collect::<Vec<_>>(),
         [
+            "tables/_strom_markers/events/0.json",
             "tables/events/date=2026-11-22/hour=08/0-00000000000000000000-00000000000000000001.parquet",
             "tables/events/date=2026-11-22/hour=09/0-00000000000000000002-00000000000000000003.parquet",
         ]

@@ -384,3 +384,96 @@ async fn two_servers_on_the_cluster_divide_the_webhook_destinations_and_hand_the
     b.stop().await;
     broker.stop().await;
 }
+
+/// Two servers on one cluster land one stream into one lake, dividing its partitions (the
+/// shared group `strom-lake.events`); when one stops, the other lands its partitions on from
+/// where it committed. Every record is in the lake exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_divide_the_lake_sink_and_hand_partitions_over() {
+    let broker = TestServer::start().await;
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake_on = |lake_url: String| {
+        move |config: &mut strom_server::Config| {
+            config.lake.enabled = true;
+            config.lake.url = lake_url;
+            config.lake.roll_age_ms = 50;
+        }
+    };
+    let url = lake_dir.path().display().to_string();
+    let a = on_kafka_with(&broker, None, "shared.", lake_on(url.clone())).await;
+    let (status, body) = a.post("/v1/streams", &json!({"name": "events", "partitions": 4})).await;
+    assert!(status == 201 || status == 409, "{status} {body}");
+    let b = on_kafka_with(&broker, None, "shared.", lake_on(url)).await;
+
+    let landing = |server: &TestServer| {
+        let (client, url) = (server.client.clone(), format!("{}/v1/lake/status", server.url));
+        async move {
+            let status: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let mut partitions: Vec<u64> =
+                status["landing"].as_array().unwrap().iter().map(|p| p["partition"].as_u64().unwrap()).collect();
+            partitions.sort();
+            partitions
+        }
+    };
+    // A joined first and took all four partitions; B's joining splits them.
+    let mut split = (Vec::new(), Vec::new());
+    for _ in 0..1500 {
+        split = (landing(&a).await, landing(&b).await);
+        let mut union: Vec<u64> = split.0.iter().chain(&split.1).copied().collect();
+        union.sort();
+        if !split.0.is_empty() && !split.1.is_empty() && union == [0, 1, 2, 3] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!split.0.is_empty() && !split.1.is_empty(), "both servers land: {split:?}");
+    assert_eq!(split.0.len() + split.1.len(), 4, "no partition landed twice: {split:?}");
+
+    let order = |n: u64| json!({"type": "track", "event": "Ordered", "messageId": format!("o{n:03}"), "timestamp": "2026-11-22T08:30:00.000Z", "properties": {"n": n}});
+    let produce = |server: &TestServer, numbers: std::ops::Range<u64>| {
+        let (client, url) = (server.client.clone(), server.url.clone());
+        async move {
+            for n in numbers {
+                let response = client
+                    .post(format!("{url}/v1/streams/events/events?key=customer-{n}"))
+                    .json(&order(n))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+            }
+        }
+    };
+    produce(&b, 0..40).await;
+    let landed = lake_rows(&b, 40).await;
+    assert_eq!(landed.len(), 40, "{landed:?}");
+    let mut partitions: Vec<u64> = landed.iter().map(|r| r["log_partition"].as_u64().unwrap()).collect();
+    partitions.sort();
+    partitions.dedup();
+    assert_eq!(partitions, [0, 1, 2, 3], "the keys spread over every partition");
+
+    // A stops: B lands all four partitions, each from where it was committed.
+    a.stop().await;
+    let mut all = Vec::new();
+    for _ in 0..1500 {
+        all = landing(&b).await;
+        if all == [0, 1, 2, 3] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(all, [0, 1, 2, 3], "b lands every partition after a left");
+    produce(&b, 40..60).await;
+    lake_rows(&b, 60).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let landed = lake_rows(&b, 0).await;
+    let ids: Vec<&str> = landed.iter().map(|r| r["message_id"].as_str().unwrap_or("")).collect();
+    assert_eq!(ids, (0..60).map(|n| format!("o{n:03}")).collect::<Vec<_>>(), "each record once: {landed:?}");
+    for row in &landed {
+        let (partition, offset) = (row["log_partition"].as_u64().unwrap(), row["log_offset"].as_u64().unwrap());
+        let stored = events(&broker, "shared.events", partition as u32, offset).await;
+        assert_eq!(stored[0]["value"]["messageId"], row["message_id"], "{row}");
+    }
+    b.stop().await;
+    broker.stop().await;
+}

@@ -91,7 +91,8 @@ fn read_lake(root: &Path) -> Vec<(String, u32, Vec<u64>, Vec<String>)> {
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                if !path.ends_with("_strom_spool") {
+                // The lake's own directories: the spool and the flush markers.
+                if !path.ends_with("_strom_spool") && !path.ends_with("_strom_markers") {
                     stack.push(path);
                 }
                 continue;

@@ -91,6 +91,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/webhooks/destinations/{name}/enable", post(webhooks::enable))
         .route("/v1/query", post(query::query))
         .route("/v1/lake/compact", post(query::compact))
+        .route("/v1/lake/status", get(query::status))
         .merge(catalog::admin_routes())
         .nest("/schema-registry", catalog::registry_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), sources::admin_guard));

@@ -1,4 +1,5 @@
-//! The lake's routes: `POST /v1/query` (SQL over the lake's files) and `POST /v1/lake/compact`.
+//! The lake's routes: `POST /v1/query` (SQL over the lake's files), `POST /v1/lake/compact`
+//! and `GET /v1/lake/status`.
 
 use std::sync::Arc;
 
@@ -78,4 +79,8 @@ pub(super) async fn compact(State(state): State<Arc<AppState>>, body: Body) -> R
     }
     let report = lake.compact(request.stream.as_deref()).await?;
     Ok(axum::Json(report).into_response())
+}
+
+pub(super) async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(axum::Json(lake(&state)?.status()).into_response())
 }
