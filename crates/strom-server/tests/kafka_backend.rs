@@ -255,14 +255,19 @@ async fn two_servers_on_the_cluster_divide_the_webhook_destinations_and_hand_the
     use std::sync::{Arc, Mutex};
     type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
     // The receiver notes (destination, webhook-id, the server that sent it).
+    // A destination named in `gone` is answered 410 (and not noted).
     let seen: Seen = Arc::default();
-    let noted = seen.clone();
+    let gone: Arc<Mutex<Option<String>>> = Arc::default();
+    let (noted, refusing) = (seen.clone(), gone.clone());
     let app = axum::Router::new().route(
         "/hook/{destination}",
         axum::routing::post(
             move |axum::extract::Path(destination): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
-                let noted = noted.clone();
+                let (noted, refusing) = (noted.clone(), refusing.clone());
                 async move {
+                    if refusing.lock().unwrap().as_deref() == Some(destination.as_str()) {
+                        return axum::http::StatusCode::GONE;
+                    }
                     let header = |name: &str| headers[name].to_str().unwrap().to_string();
                     noted.lock().unwrap().push((destination, header("webhook-id"), header("x-strom-server")));
                     axum::http::StatusCode::NO_CONTENT
@@ -363,6 +368,32 @@ async fn two_servers_on_the_cluster_divide_the_webhook_destinations_and_hand_the
         assert_eq!(server, owner, "{id} was sent by the server that owns {destination}");
     }
 
+    // A 410 seen by the owner (A) disables the destination on every server; enabling it on
+    // B, which does not deliver for it, resumes A.
+    let refused = on_a[0].clone();
+    *gone.lock().unwrap() = Some(refused.clone());
+    let state_on = |server: &TestServer| {
+        let (client, url) = (server.client.clone(), format!("{}/v1/webhooks/destinations/{refused}", server.url));
+        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap()["state"].clone() }
+    };
+    let request = json!({"id": "after-410", "destination": refused, "payload": {}});
+    let url = format!("{}/v1/streams/strom.deliveries/events?key={refused}", b.url);
+    assert_eq!(b.client.post(url).json(&request).send().await.unwrap().status(), 200);
+    for _ in 0..1000 {
+        if state_on(&a).await == "disabled" && state_on(&b).await == "disabled" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!((state_on(&a).await, state_on(&b).await), (json!("disabled"), json!("disabled")));
+    *gone.lock().unwrap() = None;
+    let enable = format!("{}/v1/webhooks/destinations/{refused}/enable", b.url);
+    assert_eq!(b.client.post(enable).send().await.unwrap().status(), 200);
+    let delivered = wait_for(21).await;
+    assert_eq!(delivered.len(), 21, "{delivered:?}");
+    assert_eq!(delivered[20], (refused.clone(), "after-410".to_string(), "a".to_string()));
+    assert_eq!(state_on(&a).await, "active");
+
     // A stops: B takes every destination over, from where A committed.
     a.stop().await;
     let mut all = Vec::new();
@@ -375,12 +406,12 @@ async fn two_servers_on_the_cluster_divide_the_webhook_destinations_and_hand_the
     }
     assert_eq!(all, names, "b delivers for every destination after a left");
     enqueue("two").await;
-    let delivered = wait_for(40).await;
+    let delivered = wait_for(41).await;
     let mut ids: Vec<&str> = delivered.iter().map(|(_, id, _)| id.as_str()).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!((delivered.len(), ids.len()), (40, 40), "each request once across the hand-over: {delivered:?}");
-    assert!(delivered[20..].iter().all(|(_, _, server)| server == "b"), "{delivered:?}");
+    assert_eq!((delivered.len(), ids.len()), (41, 41), "each request once across the hand-over: {delivered:?}");
+    assert!(delivered[21..].iter().all(|(_, _, server)| server == "b"), "{delivered:?}");
     b.stop().await;
     broker.stop().await;
 }

@@ -20,6 +20,8 @@ pub struct WebhooksConfig {
     pub deliveries_partitions: u32,
     /// Where deliveries that never succeeded go, with the reason.
     pub dead_letter_stream: String,
+    /// Destinations' states (disabled by a 410, enabled again), shared by every process.
+    pub states_stream: String,
     /// Networks destinations may reach although they are loopback, private or link-local
     /// (CIDR or single addresses). Empty: only public addresses.
     pub allow_private: Vec<String>,
@@ -32,6 +34,7 @@ impl Default for WebhooksConfig {
             deliveries_stream: "strom.deliveries".into(),
             deliveries_partitions: 4,
             dead_letter_stream: "strom.deliveries.dead".into(),
+            states_stream: "strom.webhooks.states".into(),
             allow_private: Vec::new(),
             destinations: Vec::new(),
         }
@@ -130,11 +133,15 @@ impl WebhooksConfig {
         for (name, stream) in [
             ("webhooks.deliveries_stream", &self.deliveries_stream),
             ("webhooks.dead_letter_stream", &self.dead_letter_stream),
+            ("webhooks.states_stream", &self.states_stream),
         ] {
             strom_log::validate_stream_name(stream).map_err(|error| format!("{name}: {error}"))?;
         }
         if self.deliveries_stream == self.dead_letter_stream {
             return Err("webhooks.dead_letter_stream must differ from webhooks.deliveries_stream".into());
+        }
+        if self.states_stream == self.deliveries_stream || self.states_stream == self.dead_letter_stream {
+            return Err("webhooks.states_stream must differ from the deliveries and dead-letter streams".into());
         }
         if !(1..=strom_log::limits::PARTITIONS_PER_STREAM_MAX).contains(&self.deliveries_partitions) {
             return Err(format!(

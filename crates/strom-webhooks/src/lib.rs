@@ -15,10 +15,11 @@ pub mod limits;
 mod request;
 mod retry;
 mod signature;
+mod states;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,9 @@ pub(crate) struct DestinationState {
     pub destination: config::Destination,
     pub circuit: Mutex<Circuit>,
     disabled: Mutex<Option<Disabled>>,
+    /// The offset of the states-stream record `disabled` reflects; held while a state is
+    /// changed or applied (`states.rs`).
+    state_offset: tokio::sync::Mutex<Option<u64>>,
     /// Woken when the destination is enabled again.
     pub enabled: Notify,
     pub stats: Mutex<Stats>,
@@ -119,9 +123,6 @@ pub(crate) struct Shared {
     pub client: reqwest::Client,
     /// The zero of the circuit breakers' monotonic milliseconds.
     pub started: std::time::Instant,
-    disabled_path: PathBuf,
-    /// Serialises writes of the disabled-destinations file.
-    disabled_file: Mutex<()>,
 }
 
 pub struct Webhooks {
@@ -150,21 +151,26 @@ impl Webhooks {
         // Without destinations there is nothing to deliver: no streams are made.
         let streams = match prepared.is_empty() {
             true => vec![],
-            false => vec![(&config.deliveries_stream, config.deliveries_partitions), (&config.dead_letter_stream, 1)],
+            false => vec![
+                (&config.deliveries_stream, config.deliveries_partitions, stream_defaults.retention_ms),
+                (&config.dead_letter_stream, 1, stream_defaults.retention_ms),
+                // Destinations' states are kept as long as the log is.
+                (&config.states_stream, 1, None),
+            ],
         };
-        for (stream, partitions) in streams {
-            let stream_config = StreamConfig { partitions, ..stream_defaults.clone() };
+        for (stream, partitions, retention_ms) in streams {
+            let stream_config = StreamConfig { partitions, retention_ms, ..stream_defaults.clone() };
             match log.create_stream(stream, stream_config).await {
                 Ok(_) | Err(LogError::StreamExists(_)) => {}
                 Err(error) => return Err(error.into()),
             }
         }
-        let dir = data_dir.join("webhooks");
-        std::fs::create_dir_all(&dir)?;
-        let disabled_path = dir.join("disabled.json");
-        let disabled: BTreeMap<String, Disabled> = match std::fs::read(&disabled_path) {
+        // Releases before the states stream kept disabled destinations in a file of this
+        // process: what it holds goes into the stream (unless the stream says otherwise).
+        let legacy_path = data_dir.join("webhooks").join("disabled.json");
+        let legacy: BTreeMap<String, Disabled> = match std::fs::read(&legacy_path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|error| WebhooksError::Config(format!("{} is damaged: {error}", disabled_path.display())))?,
+                .map_err(|error| WebhooksError::Config(format!("{} is damaged: {error}", legacy_path.display())))?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(error) => return Err(error.into()),
         };
@@ -178,14 +184,7 @@ impl Webhooks {
             .user_agent(concat!("Strom-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| WebhooksError::Config(format!("HTTP client: {error}")))?;
-        let shared = Arc::new(Shared {
-            log,
-            config,
-            client,
-            started: std::time::Instant::now(),
-            disabled_path,
-            disabled_file: Mutex::new(()),
-        });
+        let shared = Arc::new(Shared { log, config, client, started: std::time::Instant::now() });
         let destinations: BTreeMap<String, Arc<DestinationState>> = prepared
             .into_iter()
             .map(|destination| {
@@ -197,7 +196,8 @@ impl Webhooks {
                 );
                 let state = DestinationState {
                     circuit: Mutex::new(circuit),
-                    disabled: Mutex::new(disabled.get(&name).cloned()),
+                    disabled: Mutex::new(None),
+                    state_offset: tokio::sync::Mutex::new(None),
                     enabled: Notify::new(),
                     stats: Mutex::new(Stats::default()),
                     destination,
@@ -205,13 +205,44 @@ impl Webhooks {
                 (name, Arc::new(state))
             })
             .collect();
+        let mut follow_from = 0;
+        if !destinations.is_empty() {
+            let (log, stream) = (shared.log.clone(), shared.config.states_stream.clone());
+            let (mut known, next) = tokio::task::spawn_blocking(move || states::read_all(&log, &stream))
+                .await
+                .map_err(|error| WebhooksError::Config(format!("reading the webhook states: {error}")))??;
+            for (name, disabled) in &legacy {
+                if destinations.contains_key(name) && !known.contains_key(name) {
+                    let record = states::StateRecord::disabled(disabled);
+                    let offset = states::append(&shared.log, &shared.config.states_stream, name, &record).await?;
+                    known.insert(name.clone(), (offset, record));
+                }
+            }
+            for (name, (offset, record)) in &known {
+                if let Some(destination) = destinations.get(name) {
+                    states::apply(destination, &mut *destination.state_offset.lock().await, *offset, record);
+                }
+            }
+            follow_from = next;
+            if !legacy.is_empty() {
+                std::fs::remove_file(&legacy_path)?;
+                tracing::info!(path = %legacy_path.display(), stream = %shared.config.states_stream, "disabled destinations moved from the file to the states stream");
+            }
+        }
         let (shutdown, stopped) = watch::channel(false);
         let supervisor = match destinations.is_empty() {
             true => None,
             false => {
                 let share = shared.log.share(SHARE_GROUP, &shared.config.deliveries_stream)?;
                 let all = destinations.values().cloned().collect();
-                Some(tokio::spawn(worker::supervise(shared.clone(), all, share, stopped)))
+                let (log, stream) = (shared.log.clone(), shared.config.states_stream.clone());
+                let follower =
+                    tokio::spawn(states::follow(log, stream, destinations.clone(), follow_from, stopped.clone()));
+                let supervisor = tokio::spawn(worker::supervise(shared.clone(), all, share, stopped));
+                Some(tokio::spawn(async move {
+                    let _ = supervisor.await;
+                    let _ = follower.await;
+                }))
             }
         };
         tracing::info!(destinations = destinations.len(), stream = %shared.config.deliveries_stream, "webhook delivery started");
@@ -235,14 +266,19 @@ impl Webhooks {
         self.destinations.get(name).map(|destination| status(destination))
     }
 
-    /// Resumes a destination a 410 disabled; its queue is sent from where it stopped.
-    pub fn enable(&self, name: &str) -> Result<DestinationStatus, WebhooksError> {
+    /// Resumes a destination a 410 disabled; its queue is sent from where it stopped. The
+    /// change is appended to the states stream first, so every process of the installation
+    /// (the one delivering for the destination may be another) sees it.
+    pub async fn enable(&self, name: &str) -> Result<DestinationStatus, WebhooksError> {
         let destination = self.destinations.get(name).ok_or_else(|| WebhooksError::UnknownDestination(name.into()))?;
-        if destination.disabled.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
-            self.shared.persist_disabled(&self.destinations)?;
-            metrics::gauge!("strom_webhooks_disabled", "destination" => name.to_string()).set(0.0);
+        let mut applied = destination.state_offset.lock().await;
+        if destination.is_disabled() {
+            let record = states::StateRecord::active(now_ms());
+            let offset = states::append(&self.shared.log, &self.shared.config.states_stream, name, &record).await?;
+            states::apply(destination, &mut applied, offset, &record);
             tracing::info!(destination = name, "webhook destination enabled");
         }
+        drop(applied);
         destination.enabled.notify_waiters();
         Ok(status(destination))
     }
@@ -259,45 +295,28 @@ impl Webhooks {
 }
 
 impl Shared {
-    /// Marks a destination disabled and writes the file of disabled destinations.
-    pub(crate) fn disable(&self, destination: &DestinationState, reason: String) {
-        {
-            let mut disabled = destination.disabled.lock().unwrap_or_else(|e| e.into_inner());
-            if disabled.is_some() {
+    /// Marks a destination disabled here at once (its deliveries park), then records it in
+    /// the states stream for the other processes and for restarts.
+    pub(crate) async fn disable(&self, destination: &DestinationState, reason: String) {
+        let mut applied = destination.state_offset.lock().await;
+        let disabled = {
+            let mut current = destination.disabled.lock().unwrap_or_else(|e| e.into_inner());
+            if current.is_some() {
                 return;
             }
-            let since_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_millis() as i64);
-            *disabled = Some(Disabled { reason: reason.clone(), since_ms });
-        }
+            let disabled = Disabled { reason: reason.clone(), since_ms: now_ms() };
+            *current = Some(disabled.clone());
+            disabled
+        };
         metrics::gauge!("strom_webhooks_disabled", "destination" => destination.name().to_string()).set(1.0);
         tracing::warn!(destination = destination.name(), %reason, "webhook destination disabled; `POST /v1/webhooks/destinations/{}/enable` resumes it", destination.name());
-        if let Err(error) = self.write_disabled_entry(destination.name(), destination.disabled_entry()) {
-            tracing::error!(destination = destination.name(), %error, "cannot record the disabled destination; it is active again after a restart");
+        let record = states::StateRecord::disabled(&disabled);
+        match states::append(&self.log, &self.config.states_stream, destination.name(), &record).await {
+            Ok(offset) => *applied = Some(offset),
+            Err(error) => {
+                tracing::error!(destination = destination.name(), %error, "cannot record the disabled destination; other processes and a restart see it active")
+            }
         }
-    }
-
-    fn persist_disabled(&self, all: &BTreeMap<String, Arc<DestinationState>>) -> Result<(), WebhooksError> {
-        let _serial = self.disabled_file.lock().unwrap_or_else(|e| e.into_inner());
-        let entries: BTreeMap<&str, Disabled> =
-            all.iter().filter_map(|(name, state)| state.disabled_entry().map(|entry| (name.as_str(), entry))).collect();
-        write_atomically(&self.disabled_path, &serde_json::to_vec_pretty(&entries).unwrap_or_default())?;
-        Ok(())
-    }
-
-    fn write_disabled_entry(&self, name: &str, entry: Option<Disabled>) -> Result<(), WebhooksError> {
-        let _serial = self.disabled_file.lock().unwrap_or_else(|e| e.into_inner());
-        let mut entries: BTreeMap<String, Disabled> = match std::fs::read(&self.disabled_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            Err(_) => BTreeMap::new(),
-        };
-        match entry {
-            Some(entry) => entries.insert(name.to_string(), entry),
-            None => entries.remove(name),
-        };
-        write_atomically(&self.disabled_path, &serde_json::to_vec_pretty(&entries).unwrap_or_default())?;
-        Ok(())
     }
 }
 
@@ -307,19 +326,8 @@ impl DestinationState {
     }
 }
 
-/// Write to a temporary file, fsync, rename over, fsync the directory: the file is either the
-/// old one or the new one after a crash.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 fn status(destination: &DestinationState) -> DestinationStatus {

@@ -354,7 +354,9 @@ async fn deliver(
             Attempt::Gone => {
                 destination.circuit.lock().unwrap_or_else(|e| e.into_inner()).success();
                 metrics::counter!("strom_webhooks_attempts_total", "destination" => name.to_string(), "outcome" => "gone").increment(1);
-                shared.disable(destination, format!("the destination answered 410 Gone to delivery {}", request.id));
+                shared
+                    .disable(destination, format!("the destination answered 410 Gone to delivery {}", request.id))
+                    .await;
                 return Finish::Parked(record);
             }
             Attempt::Failed { cause, status, retry_after, message } => {

@@ -271,9 +271,40 @@ async fn gone_disables_the_destination_until_enabled_even_across_restarts() {
     assert_eq!(receiver.received.lock().unwrap().len(), tried);
 
     // Enabled: the whole queue goes out, nothing lost.
-    assert_eq!(webhooks.enable("gone").unwrap().state, "active");
+    assert_eq!(webhooks.enable("gone").await.unwrap().state, "active");
     eventually("all 20 are delivered after enable", || receiver.delivered_ids() == expected).await;
-    assert!(webhooks.enable("nope").is_err());
+    assert!(webhooks.enable("nope").await.is_err());
+    webhooks.close().await;
+    log.close().await;
+}
+
+/// A destination disabled by a release that kept disabled destinations in
+/// `webhooks/disabled.json` stays disabled: the file's entry moves into the states stream
+/// (and the file goes), and a restart still knows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_disabled_in_the_old_file_stays_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, addr) = Receiver::start(|_, _| Reply::Ok).await;
+    let legacy = dir.path().join("webhooks").join("disabled.json");
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    std::fs::write(&legacy, r#"{"old": {"reason": "410 in an older release", "since_ms": 1700000000000}}"#).unwrap();
+    let log = open(dir.path()).await;
+    let webhooks = start(&log, dir.path(), config(vec![destination("old", addr)])).await;
+    let status = webhooks.destination("old").unwrap();
+    assert_eq!(
+        (status.state.as_str(), status.disabled_reason.as_deref()),
+        ("disabled", Some("410 in an older release"))
+    );
+    assert!(!legacy.exists(), "the file's entries moved into the states stream");
+    enqueue(&log, "old", ids("o", 3)).await;
+    webhooks.close().await;
+
+    let webhooks = start(&log, dir.path(), config(vec![destination("old", addr)])).await;
+    assert_eq!(webhooks.destination("old").unwrap().state, "disabled", "the stream remembers it");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received.lock().unwrap().is_empty(), "nothing is sent to a disabled destination");
+    webhooks.enable("old").await.unwrap();
+    eventually("the queue goes out once enabled", || receiver.delivered_ids() == ids("o", 3)).await;
     webhooks.close().await;
     log.close().await;
 }
@@ -292,12 +323,12 @@ async fn a_destination_enabled_at_once_after_a_410_sends_every_parked_request() 
     let webhooks = start(&log, dir.path(), config(vec![destination("flappy", addr)])).await;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let operator = {
-        let (webhooks, done) = (webhooks.clone(), done.clone());
+        let (webhooks, done, runtime) = (webhooks.clone(), done.clone(), tokio::runtime::Handle::current());
         std::thread::spawn(move || {
             let mut enabled = 0u32;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 if webhooks.destination("flappy").unwrap().state == "disabled" {
-                    webhooks.enable("flappy").unwrap();
+                    runtime.block_on(webhooks.enable("flappy")).unwrap();
                     enabled += 1;
                 }
                 std::hint::spin_loop();

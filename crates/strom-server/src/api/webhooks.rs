@@ -22,8 +22,10 @@ pub(super) async fn enable(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state.webhooks.enable(&name).map(|status| Json(json!(status))).map_err(|error| match error {
+    state.webhooks.enable(&name).await.map(|status| Json(json!(status))).map_err(|error| match error {
         strom_webhooks::WebhooksError::UnknownDestination(_) => unknown(&name),
+        // The states stream refused the change (overloaded, unavailable): the log's own answer.
+        strom_webhooks::WebhooksError::Log(error) => ApiError::from(error),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
     })
 }
