@@ -64,9 +64,12 @@ fn decode(record: &RecordOut, stream: &str) -> Option<(u64, String, StateRecord)
     }
 }
 
-/// Reads the whole stream: each destination's newest state with its offset, and the offset
-/// to follow from. Blocking.
-pub(crate) fn read_all(log: &Log, stream: &str) -> Result<(BTreeMap<String, (u64, StateRecord)>, u64), LogError> {
+/// Each destination's newest state, with the offset of its record.
+pub(crate) type Known = BTreeMap<String, (u64, StateRecord)>;
+
+/// Reads the whole stream: each destination's newest state, and the offset to follow from.
+/// Blocking.
+pub(crate) fn read_all(log: &Log, stream: &str) -> Result<(Known, u64), LogError> {
     let handle = log.stream(stream)?;
     let partition = handle.partition(0)?;
     let end = partition.log_end_offset();
