@@ -46,7 +46,7 @@ const ENQUEUE_RETRY_MS: u64 = 5000;
 /// A shared group's member is out of the group when it has not been heard from for this long
 /// (librdkafka `session.timeout.ms`, unless `log.kafka.properties` sets it): how long the
 /// partitions of a process that died wait before another process takes them.
-const SHARE_SESSION_TIMEOUT_MS: &str = "10000";
+const SHARE_SESSION_TIMEOUT_MS: u64 = 10_000;
 /// How often a shared group's member serves its rebalance callbacks.
 const SHARE_POLL_MS: u64 = 100;
 /// librdkafka properties Strom sets itself and the configuration may not change.
@@ -294,8 +294,11 @@ impl ShareContext {
 }
 
 impl ConsumerContext for ShareContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<ShareContext>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<ShareContext>, rebalance: &Rebalance<'_>) {
         match rebalance {
+            // Lost (this member was put out of the group): others may own them already, so
+            // nothing held is published; revoked: the workers commit and stop first.
+            Rebalance::Revoke(list) if consumer.assignment_lost() => self.handle.lose(&self.partitions(list)),
             Rebalance::Revoke(list) => {
                 self.handle.revoke(&self.partitions(list));
             }
@@ -655,8 +658,18 @@ impl Remote for KafkaBackend {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        if !self.config.properties.contains_key("session.timeout.ms") {
-            client.set("session.timeout.ms", SHARE_SESSION_TIMEOUT_MS);
+        let session_ms: u64 = match self.config.properties.get("session.timeout.ms") {
+            Some(set) => set.parse().unwrap_or(SHARE_SESSION_TIMEOUT_MS),
+            None => {
+                client.set("session.timeout.ms", SHARE_SESSION_TIMEOUT_MS.to_string());
+                SHARE_SESSION_TIMEOUT_MS
+            }
+        };
+        // A member that misses its session is taken out of the group and its partitions given
+        // to others while it may still work on them: heartbeats go three times per session
+        // (librdkafka's default of 3 s would miss a session set below it).
+        if !self.config.properties.contains_key("heartbeat.interval.ms") {
+            client.set("heartbeat.interval.ms", (session_ms / 3).clamp(100, 3000).to_string());
         }
         let context = ShareContext { handle, topic: topic.clone() };
         let consumer: BaseConsumer<ShareContext> = client

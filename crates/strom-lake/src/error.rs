@@ -32,6 +32,8 @@ pub enum LakeError {
     QueryTimeout { timeout_ms: u64 },
     #[error("too many queries at once (at most {max}); retry later")]
     QueriesBusy { max: usize },
+    #[error("{stream}/{partition} was lost to another process: nothing more is published")]
+    Lost { stream: String, partition: u32 },
     #[error("the lake sink stopped")]
     Stopped,
 }

@@ -194,6 +194,15 @@ impl Lake {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(LakeError::Io { path: spool.clone(), source: error }),
             }
+            // Files right in a local lake's `_strom_spool` were left by a release that spooled
+            // there for every process; this one spools in a directory of its own below.
+            if let Some(shared) = spool.parent().filter(|dir| dir.ends_with(config::SPOOL_DIR)) {
+                for entry in std::fs::read_dir(shared).into_iter().flatten().flatten() {
+                    if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
             std::fs::create_dir_all(&spool).map_err(|source| LakeError::Io { path: spool, source })
         })
         .await?;

@@ -171,7 +171,7 @@ impl QueryEngine {
             return Ok(schema.clone());
         }
         let location = object_store::path::Path::from(match &self.store {
-            Store::Local { root } => format!("{}/{path}", root.display()),
+            Store::Local { root, .. } => format!("{}/{path}", root.display()),
             Store::S3 { prefix, .. } if prefix.is_empty() => path.to_string(),
             Store::S3 { prefix, .. } => format!("{prefix}/{path}"),
         });

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strom_log::{CommitMode, Lease, Stream};
+use strom_log::{CommitMode, Fence, Lease, Stream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -126,7 +126,7 @@ async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, mut lease: Lea
         if lease.is_revoked() {
             return;
         }
-        match PartitionSink::open(shared.clone(), stream.clone(), partition).await {
+        match PartitionSink::open_fenced(shared.clone(), stream.clone(), partition, Some(lease.fence())).await {
             Ok(sink) => break sink,
             Err(error) => {
                 metrics::counter!("strom_lake_errors_total", "stream" => stream.name.clone()).increment(1);
@@ -143,6 +143,11 @@ async fn land_partition(shared: Arc<Shared>, stream: Arc<Stream>, mut lease: Lea
     let _landing = Landing::new(&shared, &stream.name, partition);
     backoff_ms = 100;
     loop {
+        if lease.is_lost() {
+            // Another process may land the partition already: what was read is left to it.
+            tracing::warn!(stream = %stream.name, partition, "lake partition lost; its pending range is left to the next owner");
+            return;
+        }
         if *stop.borrow() || lease.is_revoked() {
             if let Err(error) = sink.flush().await {
                 tracing::warn!(stream = %stream.name, partition, %error, "the lake's last flush failed; it is done again by the next to land this partition");
@@ -211,11 +216,23 @@ pub struct PartitionSink {
     ratio: f64,
     marker_path: String,
     dead_letters: bool,
+    /// When the partition's share says so, nothing more is published or committed.
+    fence: Option<Fence>,
 }
 
 impl PartitionSink {
     /// Recovers the partition: finishes an interrupted flush, then resumes after it.
     pub(crate) async fn open(shared: Arc<Shared>, stream: Arc<Stream>, partition: u32) -> Result<PartitionSink> {
+        PartitionSink::open_fenced(shared, stream, partition, None).await
+    }
+
+    /// `open`, with the fence of the lease the partition is landed under.
+    pub(crate) async fn open_fenced(
+        shared: Arc<Shared>,
+        stream: Arc<Stream>,
+        partition: u32,
+        fence: Option<Fence>,
+    ) -> Result<PartitionSink> {
         let handle = stream.partition(partition)?;
         let log_start = handle.log_start_offset();
         // Asked of the store, not a copy: on a shared log another process may have landed
@@ -235,6 +252,7 @@ impl PartitionSink {
             ratio: RATIO_INITIAL,
             marker_path: marker_path.clone(),
             dead_letters,
+            fence,
         };
         let legacy = flush::legacy_marker_path(&shared.state_dir, &stream.name, partition);
         let marker = match flush::read_marker(&shared.store, &marker_path).await? {
@@ -428,7 +446,12 @@ impl PartitionSink {
         };
         let (mut bytes, mut input_bytes) = (0, 0);
         for (index, file) in written.iter().enumerate() {
-            if let Err(error) = self.shared.store.publish(&file.spool_path, &file.path).await {
+            let fenced = self.check_fence();
+            let published = match fenced {
+                Ok(()) => self.shared.store.publish(&file.spool_path, &file.path).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = published {
                 for rest in &written[index..] {
                     let _ = std::fs::remove_file(&rest.spool_path);
                 }
@@ -446,7 +469,18 @@ impl PartitionSink {
         if input_bytes >= RATIO_SAMPLE_BYTES_MIN {
             self.ratio = (bytes as f64 / input_bytes as f64).clamp(0.01, 4.0);
         }
+        self.check_fence()?;
         self.commit(marker.end).await
+    }
+
+    /// Fails once the partition was lost to another process (see `strom_log::Fence`).
+    fn check_fence(&self) -> Result<()> {
+        match &self.fence {
+            Some(fence) if !fence.holds() => {
+                Err(LakeError::Lost { stream: self.stream.name.clone(), partition: self.partition })
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn commit(&self, offset: u64) -> Result<()> {

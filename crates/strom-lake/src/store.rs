@@ -29,14 +29,24 @@ pub struct Listed {
 
 #[derive(Clone)]
 pub enum Store {
-    Local { root: PathBuf },
-    S3 { store: Arc<AmazonS3>, bucket: String, prefix: String, spool: PathBuf },
+    /// `spool`: this process's own directory below the lake's `_strom_spool` (several
+    /// processes may land into one lake directory).
+    Local {
+        root: PathBuf,
+        spool: PathBuf,
+    },
+    S3 {
+        store: Arc<AmazonS3>,
+        bucket: String,
+        prefix: String,
+        spool: PathBuf,
+    },
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Store::Local { root } => write!(f, "Store::Local({})", root.display()),
+            Store::Local { root, .. } => write!(f, "Store::Local({})", root.display()),
             Store::S3 { bucket, prefix, .. } => write!(f, "Store::S3(s3://{bucket}/{prefix})"),
         }
     }
@@ -49,7 +59,8 @@ impl Store {
             LakeUrl::Local(root) => {
                 let root = std::path::absolute(root).at(root)?;
                 std::fs::create_dir_all(&root).at(&root)?;
-                Ok(Store::Local { root })
+                let spool = root.join(SPOOL_DIR).join(spool_id(state_dir)?);
+                Ok(Store::Local { root, spool })
             }
             LakeUrl::S3 { bucket, prefix } => {
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
@@ -85,7 +96,7 @@ impl Store {
     pub fn spool_dir(&self) -> PathBuf {
         match self {
             // The same file system as the lake, so that publishing is a rename.
-            Store::Local { root } => root.join(SPOOL_DIR),
+            Store::Local { spool, .. } => spool.clone(),
             Store::S3 { spool, .. } => spool.clone(),
         }
     }
@@ -93,7 +104,7 @@ impl Store {
     /// The URL DataFusion knows the lake by, and the object store serving it.
     pub fn url(&self) -> String {
         match self {
-            Store::Local { root } => format!("file://{}", root.display()),
+            Store::Local { root, .. } => format!("file://{}", root.display()),
             Store::S3 { bucket, prefix, .. } if prefix.is_empty() => format!("s3://{bucket}"),
             Store::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
         }
@@ -114,7 +125,7 @@ impl Store {
     /// the spool.
     pub async fn publish(&self, spool_path: &Path, path: &str) -> Result<()> {
         match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let (root, spool_path, target) = (root.clone(), spool_path.to_path_buf(), root.join(path));
                 blocking(move || publish_local(&root, &spool_path, &target)).await
             }
@@ -150,7 +161,7 @@ impl Store {
     /// the spool (synced, renamed, directory synced), on S3 as one PUT.
     pub async fn put_small(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let (root, spool, target, path) = (root.clone(), self.spool_dir(), root.join(path), path.to_string());
                 blocking(move || {
                     std::fs::create_dir_all(&spool).at(&spool)?;
@@ -176,7 +187,7 @@ impl Store {
     /// A file's bytes, or `None` when there is no such file.
     pub async fn read_if_exists(&self, path: &str) -> Result<Option<Bytes>> {
         match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let target = root.join(path);
                 match tokio::fs::read(&target).await {
                     Ok(bytes) => Ok(Some(bytes.into())),
@@ -194,7 +205,7 @@ impl Store {
 
     pub async fn exists(&self, path: &str) -> Result<bool> {
         match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let target = root.join(path);
                 Ok(tokio::fs::try_exists(&target).await.at(&target)?)
             }
@@ -209,7 +220,7 @@ impl Store {
     /// Every file below `dir` (recursively), with paths below the root, sorted.
     pub async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
         let mut listed = match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let (root, dir) = (root.clone(), dir.to_string());
                 blocking(move || list_local(&root, &dir)).await?
             }
@@ -229,7 +240,7 @@ impl Store {
 
     pub async fn read(&self, path: &str) -> Result<Bytes> {
         match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let target = root.join(path);
                 Ok(tokio::fs::read(&target).await.at(&target)?.into())
             }
@@ -240,7 +251,7 @@ impl Store {
     /// Deletes a file; one already gone is fine (deletes are repeated after a crash).
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self {
-            Store::Local { root } => {
+            Store::Local { root, .. } => {
                 let target = root.join(path);
                 match tokio::fs::remove_file(&target).await {
                     Ok(()) => {}
@@ -256,6 +267,26 @@ impl Store {
             },
         }
     }
+}
+
+/// This process's name in a shared spool directory: random, made once and kept in
+/// `<state_dir>/spool-id`.
+fn spool_id(state_dir: &Path) -> Result<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let path = state_dir.join("spool-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(LakeError::Io { path, source: error }),
+    }
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u32(std::process::id());
+    let id = format!("{:016x}", hasher.finish());
+    std::fs::create_dir_all(state_dir).at(state_dir)?;
+    std::fs::write(&path, &id).at(&path)?;
+    Ok(id)
 }
 
 fn non_empty(text: &str) -> Option<String> {

@@ -37,5 +37,5 @@ pub use groups::{CommitMode, GroupOffsets};
 pub use log::{Log, LogConfig};
 pub use partition::{Appended, Durability, Partition, PartitionStatus, PendingAppend, ReadBatches, ReadRecords};
 pub use remote::{Remote, RemoteFuture};
-pub use share::{Lease, Membership, Share, ShareHandle};
+pub use share::{Fence, Lease, Membership, Share, ShareHandle};
 pub use stream::{Stream, StreamConfig, validate_stream_name};

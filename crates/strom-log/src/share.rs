@@ -47,6 +47,18 @@ pub struct Lease {
     partition: u32,
     slot: Arc<Slot>,
     owned: watch::Receiver<bool>,
+    /// `Slot::lost` when the lease was taken.
+    lost_at_start: u64,
+}
+
+/// Whether work done under a lease may still be made visible: false once the partition was
+/// *lost* (this process was put out of the group, say after missing its session, and another
+/// may already work on it), as opposed to revoked in an orderly hand-over, which waits for
+/// the lease. Checked right before publishing results.
+#[derive(Clone)]
+pub struct Fence {
+    slot: Arc<Slot>,
+    lost_at_start: u64,
 }
 
 struct ShareState {
@@ -61,6 +73,8 @@ struct Slot {
     held: Mutex<SlotState>,
     released: Condvar,
     owned: watch::Sender<bool>,
+    /// How many times the partition was lost here.
+    lost: std::sync::atomic::AtomicU64,
 }
 
 struct SlotState {
@@ -72,6 +86,7 @@ struct ShareMetrics {
     owned: metrics::Gauge,
     assigned: metrics::Counter,
     revoked: metrics::Counter,
+    lost: metrics::Counter,
     handover_seconds: metrics::Histogram,
     handover_overdue: metrics::Counter,
 }
@@ -86,6 +101,7 @@ impl Share {
                     held: Mutex::new(SlotState { owned: false, leases: 0 }),
                     released: Condvar::new(),
                     owned: watch::channel(false).0,
+                    lost: std::sync::atomic::AtomicU64::new(0),
                 };
                 (partition, Arc::new(slot))
             })
@@ -100,6 +116,7 @@ impl Share {
                 owned: metrics::gauge!("strom_share_partitions_owned", &labels),
                 assigned: metrics::counter!("strom_share_partitions_assigned_total", &labels),
                 revoked: metrics::counter!("strom_share_partitions_revoked_total", &labels),
+                lost: metrics::counter!("strom_share_partitions_lost_total", &labels),
                 handover_seconds: metrics::histogram!("strom_share_handover_seconds", &labels),
                 handover_overdue: metrics::counter!("strom_share_handover_overdue_total", &labels),
             },
@@ -141,7 +158,8 @@ impl Share {
             return None;
         }
         held.leases += 1;
-        Some(Lease { partition, slot: slot.clone(), owned: slot.owned.subscribe() })
+        let lost_at_start = slot.lost.load(std::sync::atomic::Ordering::Acquire);
+        Some(Lease { partition, slot: slot.clone(), owned: slot.owned.subscribe(), lost_at_start })
     }
 
     /// Leaves the group: this process's partitions are revoked (waiting for their leases,
@@ -242,10 +260,32 @@ impl ShareHandle {
         overdue
     }
 
-    /// Every partition owned now is revoked (leaving the group, or a lost membership).
+    /// Every partition owned now is revoked (leaving the group, or a failed rebalance).
     pub fn revoke_all(&self) -> Vec<u32> {
         let owned = self.state.owned();
         self.revoke(&owned)
+    }
+
+    /// These partitions were lost: this process is out of the group and another may own them
+    /// already. Unlike `revoke` nothing is waited for; the leases' fences fail at once, so
+    /// their workers stop without publishing or committing what they hold.
+    pub fn lose(&self, partitions: &[u32]) {
+        let mut taken = Vec::new();
+        for partition in partitions {
+            let Some(slot) = self.state.slots.get(partition) else { continue };
+            slot.lost.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let mut held = slot.held.lock().unwrap_or_else(|e| e.into_inner());
+            if held.owned {
+                held.owned = false;
+                slot.owned.send_replace(false);
+            }
+            taken.push(*partition);
+        }
+        if !taken.is_empty() {
+            self.state.metrics.lost.increment(taken.len() as u64);
+            tracing::warn!(group = %self.state.group, stream = %self.state.stream, partitions = ?taken, "partitions lost (this process was put out of the group); their work stops unpublished");
+            self.state.publish();
+        }
     }
 }
 
@@ -262,6 +302,22 @@ impl Lease {
     /// Resolves once the partition is taken away.
     pub async fn revoked(&mut self) {
         let _ = self.owned.wait_for(|owned| !owned).await;
+    }
+
+    /// Whether the partition was lost since the lease was taken (see [`Fence`]).
+    pub fn is_lost(&self) -> bool {
+        self.slot.lost.load(std::sync::atomic::Ordering::Acquire) != self.lost_at_start
+    }
+
+    pub fn fence(&self) -> Fence {
+        Fence { slot: self.slot.clone(), lost_at_start: self.lost_at_start }
+    }
+}
+
+impl Fence {
+    /// True while the partition has not been lost since the lease was taken.
+    pub fn holds(&self) -> bool {
+        self.slot.lost.load(std::sync::atomic::Ordering::Acquire) == self.lost_at_start
     }
 }
 
@@ -315,5 +371,24 @@ mod tests {
         assert!(share.owned().is_empty());
         handle.assign(&[2]);
         assert_eq!(share.lease(2).map(|lease| lease.partition()), Some(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_partition_fails_its_fences_at_once_and_a_new_lease_has_a_new_fence() {
+        let (share, handle) = Share::new("g", "s", 1);
+        handle.assign(&[0]);
+        let lease = share.lease(0).unwrap();
+        let fence = lease.fence();
+        assert!(fence.holds() && !lease.is_lost());
+        let started = Instant::now();
+        handle.lose(&[0]);
+        assert!(started.elapsed() < Duration::from_secs(1), "losing waits for no lease");
+        assert!(!fence.holds() && lease.is_lost() && lease.is_revoked());
+        assert!(share.lease(0).is_none());
+        drop(lease);
+        handle.assign(&[0]);
+        let again = share.lease(0).unwrap();
+        assert!(again.fence().holds(), "a lease taken after the loss starts clean");
+        assert!(!fence.holds(), "the old fence stays failed");
     }
 }

@@ -140,7 +140,8 @@ async fn run(
             .min()
             .unwrap_or(next_read);
         let commit_due = last_commit.elapsed() >= Duration::from_millis(COMMIT_INTERVAL_MS) || stopping;
-        if low > committed && commit_due {
+        // A lost partition may have another owner already: its position is theirs to move.
+        if low > committed && commit_due && !lease.is_lost() {
             let groups_log = shared.log.clone();
             let (group, stream_name) = (group.clone(), stream_name.clone());
             let result = tokio::task::spawn_blocking(move || {
