@@ -82,6 +82,20 @@ struct SlotState {
     leases: usize,
 }
 
+impl Slot {
+    /// Sets whether this process owns the partition, in the lease state and for the leases'
+    /// watchers; answers whether it changed.
+    fn set_owned(&self, owned: bool) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.owned == owned {
+            return false;
+        }
+        held.owned = owned;
+        self.owned.send_replace(owned);
+        true
+    }
+}
+
 struct ShareMetrics {
     owned: metrics::Gauge,
     assigned: metrics::Counter,
@@ -199,16 +213,7 @@ impl ShareHandle {
     /// These partitions are this process's now (partitions the stream does not have are
     /// ignored).
     pub fn assign(&self, partitions: &[u32]) {
-        let mut added = Vec::new();
-        for partition in partitions {
-            let Some(slot) = self.state.slots.get(partition) else { continue };
-            let mut held = slot.held.lock().unwrap_or_else(|e| e.into_inner());
-            if !held.owned {
-                held.owned = true;
-                slot.owned.send_replace(true);
-                added.push(*partition);
-            }
-        }
+        let added = self.set_owned(partitions, true);
         if !added.is_empty() {
             self.state.metrics.assigned.increment(added.len() as u64);
             tracing::info!(group = %self.state.group, stream = %self.state.stream, partitions = ?added, "partitions assigned to this process");
@@ -221,16 +226,7 @@ impl ShareHandle {
     /// dropped. Answers the partitions whose leases outlived the bound.
     pub fn revoke(&self, partitions: &[u32]) -> Vec<u32> {
         let started = Instant::now();
-        let mut taken = Vec::new();
-        for partition in partitions {
-            let Some(slot) = self.state.slots.get(partition) else { continue };
-            let mut held = slot.held.lock().unwrap_or_else(|e| e.into_inner());
-            if held.owned {
-                held.owned = false;
-                slot.owned.send_replace(false);
-                taken.push(*partition);
-            }
-        }
+        let taken = self.set_owned(partitions, false);
         if taken.is_empty() {
             return Vec::new();
         }
@@ -260,6 +256,15 @@ impl ShareHandle {
         overdue
     }
 
+    /// Sets ownership of these partitions (those the stream has); answers the ones it changed.
+    fn set_owned(&self, partitions: &[u32], owned: bool) -> Vec<u32> {
+        partitions
+            .iter()
+            .copied()
+            .filter(|partition| self.state.slots.get(partition).is_some_and(|slot| slot.set_owned(owned)))
+            .collect()
+    }
+
     /// Every partition owned now is revoked (leaving the group, or a failed rebalance).
     pub fn revoke_all(&self) -> Vec<u32> {
         let owned = self.state.owned();
@@ -270,17 +275,12 @@ impl ShareHandle {
     /// already. Unlike `revoke` nothing is waited for; the leases' fences fail at once, so
     /// their workers stop without publishing or committing what they hold.
     pub fn lose(&self, partitions: &[u32]) {
-        let mut taken = Vec::new();
-        for partition in partitions {
-            let Some(slot) = self.state.slots.get(partition) else { continue };
-            slot.lost.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            let mut held = slot.held.lock().unwrap_or_else(|e| e.into_inner());
-            if held.owned {
-                held.owned = false;
-                slot.owned.send_replace(false);
-            }
-            taken.push(*partition);
+        // The fences fail first, so no publish slips in after ownership is seen gone.
+        let taken: Vec<u32> = partitions.iter().copied().filter(|p| self.state.slots.contains_key(p)).collect();
+        for partition in &taken {
+            self.state.slots[partition].lost.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
+        self.set_owned(&taken, false);
         if !taken.is_empty() {
             self.state.metrics.lost.increment(taken.len() as u64);
             tracing::warn!(group = %self.state.group, stream = %self.state.stream, partitions = ?taken, "partitions lost (this process was put out of the group); their work stops unpublished");
