@@ -270,7 +270,28 @@ impl Log {
             }
         }
         if let Some(remote) = &self.config.remote {
-            remote.create_stream(name, &config).await?;
+            match remote.create_stream(name, &config).await {
+                Ok(()) => {}
+                Err(LogError::StreamExists(_)) => {
+                    // Another process created it meanwhile: taken in now, so that `stream`
+                    // finds it at once instead of after the next refresh.
+                    let (remote, owned) = (remote.clone(), name.to_string());
+                    let found = tokio::task::spawn_blocking(move || -> Result<Option<Stream>> {
+                        let Some((_, partitions)) = remote.streams()?.into_iter().find(|(n, _)| *n == owned) else {
+                            return Ok(None);
+                        };
+                        remote_stream(&remote, &owned, partitions, true).map(Some)
+                    })
+                    .await
+                    .map_err(|e| LogError::Remote(format!("looking up {name}: {e}")))??;
+                    if let Some(stream) = found {
+                        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+                        streams.entry(name.to_string()).or_insert_with(|| Arc::new(stream));
+                    }
+                    return Err(LogError::StreamExists(name.to_string()));
+                }
+                Err(error) => return Err(error),
+            }
             self.deleted.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
             // A new topic's watermarks are 0 and 0: nothing to ask.
             let stream = Arc::new(remote_stream(remote, name, config.partitions, false)?);

@@ -140,6 +140,21 @@ pub struct Counters {
     pub matches_dropped: u64,
 }
 
+impl Counters {
+    /// Adds another engine's counts (the tasks of one rule).
+    pub(crate) fn add(&mut self, other: &Counters) {
+        self.events_in += other.events_in;
+        self.events_skipped += other.events_skipped;
+        self.matches += other.matches;
+        self.emits += other.emits;
+        self.deliveries += other.deliveries;
+        self.late_events += other.late_events;
+        self.eval_errors += other.eval_errors;
+        self.keys_refused += other.keys_refused;
+        self.matches_dropped += other.matches_dropped;
+    }
+}
+
 /// Where an event was read: stream (index into the rule's streams), partition, offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Position(u16, u32, u64);
@@ -1400,6 +1415,17 @@ impl Engine {
             self.dirty.shrink_to_fit();
         }
         (changes, self.meta())
+    }
+
+    /// Every key's state (a snapshot of the whole), sorted by key.
+    pub(crate) fn all_states(&self) -> Changes {
+        let mut all: Changes = self
+            .keys
+            .iter()
+            .map(|(key, state)| (key.clone(), Some(serde_json::to_vec(state).unwrap_or_default())))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     fn meta(&self) -> Vec<u8> {

@@ -16,6 +16,7 @@
 //!   committed; an output whose id is already in its stream is never appended again.
 
 mod aggregate;
+mod changelog;
 mod duration;
 mod engine;
 mod error;

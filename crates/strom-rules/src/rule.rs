@@ -48,6 +48,10 @@ pub struct Rule {
     pub out_of_orderness_ms: Option<i64>,
     /// Where late events are copied, if anywhere (they are counted either way).
     pub late_events_stream: Option<String>,
+    /// Every event of a key is in the same partition (by number) of each input stream, so
+    /// that on a shared log the rule can run as one task per partition, divided among
+    /// processes. Always true for filters (they keep no state per key).
+    pub partitioned: bool,
     pub kind: Kind,
     pub emit: Emit,
     pub actions: Vec<Action>,
@@ -454,6 +458,7 @@ impl Builder<'_> {
             "allowed_lateness",
             "out_of_orderness",
             "late_events_stream",
+            "partitioned",
             "filter",
             "window",
             "pattern",
@@ -528,6 +533,22 @@ impl Builder<'_> {
             "pattern" => Kind::Pattern(self.pattern(kind_node)?),
             _ => Kind::Anomaly(self.anomaly(kind_node)?),
         };
+        let partitioned = match fields.get("partitioned") {
+            None => matches!(kind, Kind::Filter { .. }),
+            Some(node @ Node { value: Value::Bool(asked), .. }) => {
+                if *asked && matches!(key, KeySpec::Global) && !matches!(kind, Kind::Filter { .. }) {
+                    return Err(self.error(node, "partitioned", "a rule with key: none has one key, in no partition"));
+                }
+                *asked || matches!(kind, Kind::Filter { .. })
+            }
+            Some(node) => {
+                return Err(self.error(
+                    node,
+                    "partitioned",
+                    format!("must be true or false, not {}", node.value.kind()),
+                ));
+            }
+        };
         let emit_variables = emit_variables(&kind);
         let emit_variables: Vec<&str> = emit_variables.iter().map(String::as_str).collect();
         let emit = match fields.get("emit") {
@@ -572,6 +593,7 @@ impl Builder<'_> {
             allowed_lateness_ms,
             out_of_orderness_ms,
             late_events_stream,
+            partitioned,
             kind,
             emit,
             actions,

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use strom_log::{Clock, Durability, EncodedBatch, Log, RecordIn, Stream, StreamConfig};
+use strom_log::{Clock, Durability, EncodedBatch, Lease, Log, RecordIn, Stream, StreamConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::changelog::{self, ChangelogCommit, Writer};
 use crate::engine::{Counters, Engine, EngineConfig, Input, Output, OutputKind};
 use crate::error::{RuleError, RulesError};
 use crate::expr::parse_pruned;
@@ -47,6 +48,10 @@ pub const RECOVERY_SCAN_RECORDS_MAX: u64 = 10_000_000;
 /// Events a backtest reads, and outputs it reports.
 pub const BACKTEST_EVENTS_MAX: u64 = 10_000_000;
 pub const BACKTEST_OUTPUTS_MAX: usize = 10_000;
+
+/// How long a rule's supervisor on a shared log says `starting` while the group assigns no
+/// task to this process.
+const NO_TASKS_SETTLE: Duration = Duration::from_secs(10);
 
 /// The record header naming the rule that wrote a record, and the one with the output's id.
 pub const RULE_HEADER: &str = "strom-rule";
@@ -185,6 +190,12 @@ pub struct RuleStatus {
     pub message: Option<String>,
     /// A newer version of the file that was refused (the rule runs the previous one).
     pub load_error: Option<String>,
+    /// On a shared (Kafka) log: the rule's tasks (one per input partition for a partitioned
+    /// rule, else one), and the ones this server runs now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_here: Option<Vec<u32>>,
 }
 
 /// What a reload changed.
@@ -253,6 +264,8 @@ struct Shared {
     entries: AtomicU64,
     lag_records: AtomicU64,
     watermark_ms: AtomicI64,
+    /// On a shared log: the rule's tasks and those running here.
+    tasks: Mutex<Option<(u32, Vec<u32>)>>,
 }
 
 impl Shared {
@@ -264,6 +277,7 @@ impl Shared {
             entries: AtomicU64::new(0),
             lag_records: AtomicU64::new(0),
             watermark_ms: AtomicI64::new(i64::MIN),
+            tasks: Mutex::new(None),
         })
     }
 
@@ -646,6 +660,7 @@ impl Rules {
             config: self.config.clone(),
             shared: entry.shared.clone(),
             stop: stopped,
+            task: None,
         };
         let handle = tokio::spawn(runner.run());
         Task { stop, handle }
@@ -656,6 +671,7 @@ impl Rules {
         let counters = entry.shared.counters.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let watermark = entry.shared.watermark_ms.load(Ordering::Relaxed);
         let watermark_ms = (watermark != i64::MIN && watermark != i64::MAX).then_some(watermark);
+        let tasks = entry.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone();
         RuleStatus {
             name: entry.rule.name.clone(),
             version: entry.rule.version,
@@ -675,6 +691,8 @@ impl Rules {
             event_time_lag_ms: watermark_ms.map(|w| self.clock.now_ms().saturating_sub(w).max(0)),
             message,
             load_error: entry.load_error.clone(),
+            tasks: tasks.as_ref().map(|t| t.0),
+            tasks_here: tasks.map(|t| t.1),
         }
     }
 
@@ -779,6 +797,35 @@ struct Runner {
     config: Arc<RulesConfig>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    /// On a shared log: the one task of the rule this runner runs. `None`: the whole rule
+    /// (the embedded log), or the supervisor of its tasks (a shared log).
+    task: Option<TaskRun>,
+}
+
+/// One task of a rule on a shared log: the same partition number of every input stream (a
+/// partitioned rule), or all of them; its state is in the rule's changelog, partition
+/// `index`.
+struct TaskRun {
+    index: u32,
+    /// The input partition number, or `None` for every partition.
+    partition: Option<u32>,
+    lease: Lease,
+    changelog: Arc<Stream>,
+}
+
+fn report(name: &str, shared: &Shared, outcome: Result<(), RulesError>) {
+    if let Err(error) = outcome {
+        tracing::error!(rule = %name, %error, "rule stopped by an error");
+        shared.set(RunState::Failed, Some(error.to_string()));
+    }
+}
+
+/// Waits until the lease of a task is revoked (never, for a runner without one).
+async fn revoked(task: &mut Option<TaskRun>) {
+    match task {
+        Some(task) => task.lease.revoked().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The metric handles of one rule, registered once.
@@ -838,6 +885,36 @@ impl RuleMetrics {
     }
 }
 
+/// A runner's share of the rule's gauges (state keys, state entries, lag): on a shared log
+/// several tasks of one rule run in one process, and the gauges show their sum. Taken back
+/// when the runner ends.
+struct Shown {
+    gauges: [metrics::Gauge; 3],
+    values: [f64; 3],
+}
+
+impl Shown {
+    fn new(metrics: &RuleMetrics) -> Shown {
+        Shown {
+            gauges: [metrics.state_keys.clone(), metrics.state_entries.clone(), metrics.lag_records.clone()],
+            values: [0.0; 3],
+        }
+    }
+
+    fn set(&mut self, which: usize, value: f64) {
+        self.gauges[which].increment(value - self.values[which]);
+        self.values[which] = value;
+    }
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        for which in 0..3 {
+            self.set(which, 0.0);
+        }
+    }
+}
+
 /// Everything a turn on the blocking pool needs and gives back.
 struct Turn {
     engine: Box<Engine>,
@@ -852,35 +929,221 @@ struct Turn {
 }
 
 impl Runner {
-    async fn run(self) {
-        let name = self.rule.name.clone();
-        let shared = self.shared.clone();
-        match self.run_inner().await {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::error!(rule = %name, %error, "rule stopped by an error");
-                shared.set(RunState::Failed, Some(error.to_string()));
+    /// Runs the rule: itself on the embedded log, the supervisor of its tasks on a shared one.
+    async fn run(mut self) {
+        let (name, shared) = (self.rule.name.clone(), self.shared.clone());
+        if self.log.remote().is_none() {
+            let outcome = self.run_inner().await;
+            return report(&name, &shared, outcome);
+        }
+        // The supervisor tries again after a failure (the cluster unreachable, say): while
+        // it fails, the rule's tasks run on the other processes.
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let outcome = self.supervise().await;
+            if outcome.is_ok() || *self.stop.borrow() {
+                return report(&name, &shared, outcome);
+            }
+            report(&name, &shared, outcome);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Runs one task of the rule (a shared log).
+    async fn run_task(self) {
+        let (name, shared) = (self.rule.name.clone(), self.shared.clone());
+        let outcome = self.run_inner().await;
+        report(&name, &shared, outcome);
+    }
+
+    /// The rule's input streams, once they all exist (`None`: stopped while waiting).
+    async fn inputs(&mut self) -> Result<Option<Vec<Arc<Stream>>>, RulesError> {
+        loop {
+            let missing: Vec<&String> = self.rule.streams.iter().filter(|s| self.log.stream(s).is_err()).collect();
+            if missing.is_empty() {
+                return Ok(Some(self.rule.streams.iter().map(|s| self.log.stream(s)).collect::<Result<Vec<_>, _>>()?));
+            }
+            self.shared.set(RunState::Waiting, Some(format!("waiting for input stream {:?}", missing[0])));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.stop.changed() => return Ok(None),
             }
         }
+    }
+
+    /// On a shared log: runs the tasks of the rule that this process owns. The processes
+    /// running the rule join the group `strom-rules.<rule>` on its first input stream, which
+    /// divides that stream's partitions among them. A partitioned rule has one task per
+    /// partition number (all its inputs must have as many partitions); any other rule has
+    /// one task, run by the owner of one partition picked by the rule's name, so that rules
+    /// spread over the processes. A task's state is restored from the rule's changelog when
+    /// it starts, and committed there; a task taken away commits and stops first.
+    async fn supervise(&mut self) -> Result<(), RulesError> {
+        let name = self.rule.name.clone();
+        let Some(streams) = self.inputs().await? else { return Ok(()) };
+        let counts: Vec<u32> = streams.iter().map(|s| s.partitions().len() as u32).collect();
+        let first = counts[0];
+        let (tasks, pick) = if self.rule.partitioned {
+            if counts.iter().any(|count| *count != first) {
+                let listed: Vec<String> =
+                    streams.iter().map(|s| format!("{} has {}", s.name, s.partitions().len())).collect();
+                return Err(RulesError::Store(format!(
+                    "a partitioned rule needs as many partitions in each input stream: {}",
+                    listed.join(", ")
+                )));
+            }
+            (first, None)
+        } else {
+            (1, Some((xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % u64::from(first)) as u32))
+        };
+        let changelog = changelog::open(&self.log, &name, tasks).await?;
+        let mut share = self.log.share(&format!("strom-rules.{name}"), &streams[0].name)?;
+        *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = Some((tasks, Vec::new()));
+        let joined = Instant::now();
+        tracing::info!(rule = %name, tasks, "rule divided among the processes of the cluster");
+
+        struct Running {
+            shared: Arc<Shared>,
+            stop: watch::Sender<bool>,
+            handle: JoinHandle<()>,
+        }
+        let mut running: BTreeMap<u32, Running> = BTreeMap::new();
+        // Counts of tasks that ended here, and when a failed task may start again.
+        let mut ended = Counters::default();
+        let mut retry_at: BTreeMap<u32, (Instant, Duration, String)> = BTreeMap::new();
+        loop {
+            let stopping = *self.stop.borrow();
+            let finished: Vec<u32> = running.iter().filter(|(_, r)| r.handle.is_finished()).map(|(i, _)| *i).collect();
+            for index in finished {
+                let Some(run) = running.remove(&index) else { continue };
+                ended.add(&run.shared.counters.lock().unwrap_or_else(|e| e.into_inner()));
+                let (state, message) = run.shared.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if state == RunState::Failed {
+                    let backoff =
+                        retry_at.get(&index).map_or(Duration::from_secs(1), |r| (r.1 * 2).min(Duration::from_secs(30)));
+                    let message = message.unwrap_or_default();
+                    tracing::warn!(rule = %name, task = index, retry_in = ?backoff, %message, "rule task failed; it starts again");
+                    retry_at.insert(index, (Instant::now() + backoff, backoff, message));
+                }
+            }
+            if !stopping {
+                for index in 0..tasks {
+                    if running.contains_key(&index) || retry_at.get(&index).is_some_and(|r| r.0 > Instant::now()) {
+                        continue;
+                    }
+                    let Some(lease) = share.lease(pick.unwrap_or(index)) else { continue };
+                    let (stop, stopped) = watch::channel(false);
+                    let shared = Shared::new();
+                    let runner = Runner {
+                        rule: self.rule.clone(),
+                        fingerprint: self.fingerprint.clone(),
+                        log: self.log.clone(),
+                        store: self.store.clone(),
+                        clock: self.clock.clone(),
+                        config: self.config.clone(),
+                        shared: shared.clone(),
+                        stop: stopped,
+                        task: Some(TaskRun {
+                            index,
+                            partition: pick.is_none().then_some(index),
+                            lease,
+                            changelog: changelog.clone(),
+                        }),
+                    };
+                    let handle = tokio::spawn(runner.run_task());
+                    running.insert(index, Running { shared, stop, handle });
+                }
+            }
+            // The rule's status: the sum of its tasks here.
+            let mut counters = ended.clone();
+            let (mut keys, mut entries, mut lag, mut watermark) = (0, 0, 0, i64::MAX);
+            let mut failure = retry_at.iter().next().map(|(index, r)| format!("task {index} failed: {}", r.2));
+            for (index, run) in &running {
+                counters.add(&run.shared.counters.lock().unwrap_or_else(|e| e.into_inner()));
+                keys += run.shared.keys.load(Ordering::Relaxed);
+                entries += run.shared.entries.load(Ordering::Relaxed);
+                lag += run.shared.lag_records.load(Ordering::Relaxed);
+                let task_watermark = run.shared.watermark_ms.load(Ordering::Relaxed);
+                if task_watermark != i64::MIN {
+                    watermark = watermark.min(task_watermark);
+                }
+                let (state, message) = run.shared.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if state == RunState::Running {
+                    retry_at.remove(index);
+                    if failure.is_none() && message.is_some() {
+                        failure = message.map(|m| format!("task {index}: {m}"));
+                    }
+                }
+            }
+            *self.shared.counters.lock().unwrap_or_else(|e| e.into_inner()) = counters;
+            self.shared.keys.store(keys, Ordering::Relaxed);
+            self.shared.entries.store(entries, Ordering::Relaxed);
+            self.shared.lag_records.store(lag, Ordering::Relaxed);
+            self.shared.watermark_ms.store(if watermark == i64::MAX { i64::MIN } else { watermark }, Ordering::Relaxed);
+            *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((tasks, running.keys().copied().collect()));
+            // Running once the tasks here all run (reading from their positions); a server
+            // given no task says so once the group had time to assign them.
+            let all_running = running
+                .values()
+                .all(|run| run.shared.state.lock().unwrap_or_else(|e| e.into_inner()).0 == RunState::Running);
+            if !running.is_empty() && all_running {
+                self.shared.set(RunState::Running, failure);
+            } else if running.is_empty() && joined.elapsed() >= NO_TASKS_SETTLE {
+                self.shared.set(
+                    RunState::Running,
+                    failure.or_else(|| {
+                        Some(
+                            "no task of the rule runs on this server: the other servers of the cluster run them".into(),
+                        )
+                    }),
+                );
+            } else {
+                self.shared.set(RunState::Starting, failure);
+            }
+            if stopping {
+                break;
+            }
+            tokio::select! {
+                _ = share.changed() => {}
+                _ = self.stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        for run in running.values() {
+            let _ = run.stop.send(true);
+        }
+        for (_, run) in running {
+            let _ = run.handle.await;
+        }
+        share.leave().await;
+        self.shared.set(RunState::Stopped, None);
+        tracing::info!(rule = %name, "rule stopped");
+        Ok(())
+    }
+
+    /// Whether this runner's task was lost (its process put out of the group): nothing it
+    /// did since may be committed.
+    fn lost(&self) -> bool {
+        self.task.as_ref().is_some_and(|task| task.lease.is_lost())
     }
 
     async fn run_inner(mut self) -> Result<(), RulesError> {
         let name = self.rule.name.clone();
         let metrics = RuleMetrics::new(&name);
+        let mut shown = Shown::new(&metrics);
         // The input streams must exist; the rule waits for them.
-        let streams = loop {
-            let missing: Vec<&String> = self.rule.streams.iter().filter(|s| self.log.stream(s).is_err()).collect();
-            if missing.is_empty() {
-                break self.rule.streams.iter().map(|s| self.log.stream(s)).collect::<Result<Vec<_>, _>>()?;
-            }
-            self.shared.set(RunState::Waiting, Some(format!("waiting for input stream {:?}", missing[0])));
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = self.stop.changed() => return Ok(()),
-            }
-        };
-        let inputs: Vec<(Arc<Stream>, u32)> =
-            streams.iter().flat_map(|s| s.partitions().iter().map(|p| (s.clone(), p.id()))).collect();
+        let Some(streams) = self.inputs().await? else { return Ok(()) };
+        let only = self.task.as_ref().and_then(|task| task.partition);
+        let inputs: Vec<(Arc<Stream>, u32)> = streams
+            .iter()
+            .flat_map(|s| s.partitions().iter().map(|p| (s.clone(), p.id())))
+            .filter(|(_, p)| only.is_none_or(|only| only == *p))
+            .collect();
         // Output streams are created when missing.
         let mut outputs_streams: BTreeMap<String, Arc<Stream>> = BTreeMap::new();
         for stream in self.rule.output_streams() {
@@ -899,17 +1162,48 @@ impl Runner {
             outputs_streams.insert(stream, handle);
         }
 
-        let store = self.store.clone();
-        let loaded = blocking({
-            let name = name.clone();
-            move || store.load(&name)
-        })
-        .await?;
+        let (loaded, mut writer) = match &self.task {
+            None => {
+                let store = self.store.clone();
+                let name = name.clone();
+                (blocking(move || store.load(&name)).await?, None)
+            }
+            Some(task) => {
+                let (changelog, index) = (task.changelog.clone(), task.index);
+                let restored = blocking(move || changelog::restore(&changelog, index)).await?;
+                if restored.dropped_commits > 0 {
+                    tracing::info!(rule = %name, task = index, commits = restored.dropped_commits, "commits cut short by a crash were dropped from the changelog's state");
+                }
+                let writer = Writer::new(task.changelog.clone(), index, &restored);
+                let mut loaded = restored.loaded;
+                if loaded.fingerprint.is_none() {
+                    // Nothing in the changelog yet: a rule that ran here before rules were
+                    // divided (its state in this process's redb) goes on from there. Key
+                    // states carry over only when the rule is one task.
+                    let store = self.store.clone();
+                    let rule = name.clone();
+                    let mut local = blocking(move || store.load(&rule)).await?;
+                    if local.fingerprint.is_some() {
+                        local.offsets.retain(|(_, p), _| task.partition.is_none_or(|only| only == *p));
+                        if task.partition.is_some() {
+                            local.keys.clear();
+                        }
+                        tracing::info!(rule = %name, task = index, keys = local.keys.len(), "task state taken from this process's store into the changelog");
+                        loaded = local;
+                    }
+                } else {
+                    tracing::info!(rule = %name, task = index, keys = loaded.keys.len(), "task state restored from the changelog");
+                }
+                (loaded, Some(writer))
+            }
+        };
         let now = self.clock.now_ms();
         let mut engine = Box::new(Engine::new(self.rule.clone(), self.config.engine()));
         let same_rule = loaded.fingerprint.as_deref() == Some(self.fingerprint.as_str());
         if same_rule {
             engine.restore(loaded.meta.as_deref(), loaded.keys, now).map_err(RulesError::Store)?;
+        } else if let Some(writer) = &mut writer {
+            writer.snapshot_next();
         } else if loaded.fingerprint.is_some() {
             let store = self.store.clone();
             let rule = name.clone();
@@ -943,8 +1237,7 @@ impl Runner {
         if first_start || !same_rule {
             // Committed at once, so that a crash before the first regular commit resumes from
             // these offsets and knows where its outputs start.
-            let (changes, meta) = engine.take_changes();
-            self.commit(&name, &offsets, &output_ends, meta, changes, &metrics).await?;
+            self.commit(&name, &offsets, &output_ends, &mut engine, &mut writer, &metrics).await?;
         }
         // The status shows the restored state from the moment the rule runs.
         let (keys, entries) = engine.state_size();
@@ -972,7 +1265,7 @@ impl Runner {
             samples: Vec::new(),
         };
         loop {
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || self.task.as_ref().is_some_and(|task| task.lease.is_revoked()) {
                 break;
             }
             let now = self.clock.now_ms();
@@ -1014,8 +1307,8 @@ impl Runner {
             let (keys, entries) = turn.engine.state_size();
             self.shared.keys.store(keys as u64, Ordering::Relaxed);
             self.shared.entries.store(entries as u64, Ordering::Relaxed);
-            metrics.state_keys.set(keys as f64);
-            metrics.state_entries.set(entries as f64);
+            shown.set(0, keys as f64);
+            shown.set(1, entries as f64);
             let lag: u64 = turn
                 .inputs
                 .iter()
@@ -1025,7 +1318,7 @@ impl Runner {
                 })
                 .sum();
             self.shared.lag_records.store(lag, Ordering::Relaxed);
-            metrics.lag_records.set(lag as f64);
+            shown.set(2, lag as f64);
             let watermark = turn.engine.watermark_ms();
             self.shared.watermark_ms.store(watermark, Ordering::Relaxed);
             if watermark != i64::MIN {
@@ -1041,8 +1334,7 @@ impl Runner {
                 // Outputs are durable before the commit that covers their input.
                 settle(&mut pending).await?;
                 output_ends = partition_ends(&outputs_streams);
-                let (changes, meta) = turn.engine.take_changes();
-                self.commit(&name, &turn.offsets, &output_ends, meta, changes, &metrics).await?;
+                self.commit(&name, &turn.offsets, &output_ends, &mut turn.engine, &mut writer, &metrics).await?;
                 last_commit = Instant::now();
                 dirty = false;
             }
@@ -1064,28 +1356,57 @@ impl Runner {
                     _ = futures_util::future::select_all(waits) => {}
                     _ = tokio::time::sleep(tick) => {}
                     _ = self.stop.changed() => {}
+                    _ = revoked(&mut self.task) => {}
                 }
             }
         }
-        // Stopping: commit what was processed.
+        // Stopping: commit what was processed (a task taken away commits before it lets go).
         settle(&mut pending).await?;
         let output_ends = partition_ends(&outputs_streams);
-        let (changes, meta) = turn.engine.take_changes();
-        self.commit(&name, &turn.offsets, &output_ends, meta, changes, &metrics).await?;
+        self.commit(&name, &turn.offsets, &output_ends, &mut turn.engine, &mut writer, &metrics).await?;
         self.shared.set(RunState::Stopped, None);
-        tracing::info!(rule = %name, "rule stopped");
+        match &self.task {
+            Some(task) => tracing::info!(rule = %name, task = task.index, "rule task stopped"),
+            None => tracing::info!(rule = %name, "rule stopped"),
+        }
         Ok(())
     }
 
+    /// Commits the engine's changed state with the input offsets and output ends: to redb, or
+    /// on a shared log to the task's changelog (refused once the task was lost).
     async fn commit(
         &self,
         name: &str,
         offsets: &Offsets,
         outputs: &Offsets,
-        meta: Vec<u8>,
-        changes: Vec<(Arc<str>, Option<Vec<u8>>)>,
+        engine: &mut Engine,
+        writer: &mut Option<Writer>,
         metrics: &RuleMetrics,
     ) -> Result<(), RulesError> {
+        let (changes, meta) = engine.take_changes();
+        if let Some(writer) = writer {
+            if self.lost() {
+                return Err(RulesError::Store(
+                    "the task was lost (this process was put out of the rule's group): nothing more is committed"
+                        .into(),
+                ));
+            }
+            let all = writer.wants_snapshot(engine.state_size().0).then(|| engine.all_states());
+            let started = Instant::now();
+            writer
+                .commit(&ChangelogCommit {
+                    fingerprint: &self.fingerprint,
+                    offsets,
+                    outputs,
+                    meta: &meta,
+                    changes: &changes,
+                    all: all.as_deref(),
+                })
+                .await?;
+            metrics.commits.increment(1);
+            metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+            return Ok(());
+        }
         let store = self.store.clone();
         let (name, fingerprint, offsets, outputs) =
             (name.to_string(), self.fingerprint.clone(), offsets.clone(), outputs.clone());

@@ -508,3 +508,127 @@ async fn two_servers_divide_the_lake_sink_and_hand_partitions_over() {
     b.stop().await;
     broker.stop().await;
 }
+
+/// Rules divided among servers: a partitioned window rule runs as one task per partition,
+/// the two servers split the tasks, and when one stops the other takes its tasks over with
+/// their state (restored from the rule's changelog on the cluster), so every window is
+/// emitted once, counting the events seen before and after the hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_divide_a_rule_and_hand_its_state_over() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,librdkafka=warn").with_test_writer().try_init();
+    let broker = TestServer::start().await;
+    let quick = |config: &mut strom_server::Config| {
+        config.rules.out_of_orderness_ms = 0;
+        config.rules.idle_timeout_ms = 300;
+        config.rules.commit_interval_ms = 100;
+    };
+    let a = on_kafka_with(&broker, None, "ruled.", quick).await;
+    let (status, body) = a.post("/v1/streams", &json!({"name": "clicks", "partitions": 4})).await;
+    assert_eq!(status, 201, "{body}");
+    let b = on_kafka_with(&broker, None, "ruled.", quick).await;
+    let rule = "name: clicks-per-user\nstreams: [clicks]\npartitioned: true\nwindow:\n  type: tumbling\n  size: 1h\n  aggregates:\n    clicks: count()\nemit:\n  stream: counts\n  event: ClicksPerHour\n";
+    for server in [&a, &b] {
+        let url = format!("{}/v1/rules/clicks-per-user", server.url);
+        let response = server.client.put(url).body(rule).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 201, "{:?}", response.text().await);
+    }
+    let rule_status = |server: &TestServer| {
+        let (client, url) = (server.client.clone(), format!("{}/v1/rules/clicks-per-user", server.url));
+        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let here = |status: &Value| -> Vec<u64> {
+        status["tasks_here"].as_array().map(|t| t.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+    };
+    let mut split = (Vec::new(), Vec::new());
+    let mut statuses = (Value::Null, Value::Null);
+    for _ in 0..1500 {
+        let (sa, sb) = (rule_status(&a).await, rule_status(&b).await);
+        statuses = (sa.clone(), sb.clone());
+        split = (here(&sa), here(&sb));
+        let mut union: Vec<u64> = split.0.iter().chain(&split.1).copied().collect();
+        union.sort();
+        if !split.0.is_empty() && !split.1.is_empty() && union == [0, 1, 2, 3] && sa["tasks"] == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!split.0.is_empty() && !split.1.is_empty(), "both servers run tasks: {split:?} {statuses:?}");
+    assert_eq!(split.0.len() + split.1.len(), 4, "no task runs twice: {split:?}");
+
+    // Event times in an hour a day ahead: the window closes only when an event of a later
+    // hour says so, not by the wall clock.
+    let hour = 3_600_000i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let start = (now / hour + 24) * hour;
+    let users: Vec<String> = (0..8).map(|u| format!("u{u}")).collect();
+    let produce = |server: &TestServer, user: &str, times: Vec<i64>| {
+        let (client, url) = (server.client.clone(), format!("{}/v1/streams/clicks/events?key={user}", server.url));
+        let batch: Vec<Value> = times
+            .iter()
+            .map(|t| json!({"type": "track", "event": "Clicked", "userId": user, "timestamp": strom_rules::format_time_ms(*t)}))
+            .collect();
+        async move {
+            let response = client.post(url).json(&batch).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    };
+    let events_in = |status: &Value| status["counters"]["events_in"].as_u64().unwrap_or(0);
+    for user in &users {
+        produce(&b, user, vec![start + 60_000, start + 120_000, start + 180_000]).await;
+    }
+    let mut seen = 0;
+    for _ in 0..1500 {
+        seen = events_in(&rule_status(&a).await) + events_in(&rule_status(&b).await);
+        if seen == 24 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 24, "both servers processed the first events");
+
+    // A stops (its tasks commit first); B takes them over with their state.
+    a.stop().await;
+    let mut all = Vec::new();
+    for _ in 0..1500 {
+        all = here(&rule_status(&b).await);
+        if all == [0, 1, 2, 3] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(all, [0, 1, 2, 3], "b runs every task after a left");
+    for user in &users {
+        produce(&b, user, vec![start + 600_000, start + 700_000]).await;
+    }
+    // An event of two hours later closes each user's first window.
+    for user in &users {
+        produce(&b, user, vec![start + 2 * hour]).await;
+    }
+    for _ in 0..1500 {
+        if events(&broker, "ruled.counts", 0, 0).await.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let counts = events(&broker, "ruled.counts", 0, 0).await;
+    let mut per_user: Vec<(String, i64)> = counts
+        .iter()
+        .map(|e| {
+            let value = &e["value"];
+            (value["userId"].as_str().unwrap_or("?").to_string(), value["properties"]["clicks"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    per_user.sort();
+    let expected: Vec<(String, i64)> = users.iter().map(|u| (u.clone(), 5)).collect();
+    assert_eq!(
+        per_user, expected,
+        "one window per user, counting the events before and after the hand-over: {counts:?}"
+    );
+    // The state is in the rule's changelog on the cluster, one partition per task.
+    let (status, changelog) = broker.get("/v1/streams/ruled.strom.rules.clicks-per-user.changelog").await;
+    assert_eq!(status, 200, "{changelog}");
+    assert_eq!(changelog["partitions"].as_array().unwrap().len(), 4);
+    b.stop().await;
+    broker.stop().await;
+}
