@@ -276,6 +276,17 @@ impl Partition {
         }
     }
 
+    /// The log end including every record acknowledged to any writer so far. A remote
+    /// partition's `log_end_offset` is a cached watermark that may lag other processes'
+    /// appends by a poll interval: this asks the remote (and moves the cache on). Blocking
+    /// (the network, for a remote log).
+    pub fn refresh_log_end_offset(&self) -> Result<u64> {
+        match &self.inner {
+            Inner::Local(local) => Ok(local.log_end_offset()),
+            Inner::Remote(remote) => remote.refresh().map(|(_, end)| end),
+        }
+    }
+
     pub fn status(&self) -> PartitionStatus {
         match &self.inner {
             Inner::Local(local) => local.status(),

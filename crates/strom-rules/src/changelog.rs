@@ -96,12 +96,19 @@ pub async fn open(log: &Log, rule: &str, partitions: u32) -> Result<Arc<Stream>,
 
 /// What a restore found: the state, and where the writer goes on from.
 pub struct Restored {
-    pub loaded: Loaded,
+    pub(crate) loaded: Loaded,
     /// Where the newest snapshot starts, and the records written since it.
     base: u64,
     since_snapshot: u64,
     /// Commits dropped because their marker never came (a crash mid-commit).
     pub dropped_commits: u64,
+}
+
+impl Restored {
+    /// Keys with state.
+    pub fn keys(&self) -> usize {
+        self.loaded.keys.len()
+    }
 }
 
 fn commit_id(record: &RecordOut) -> Option<&Bytes> {
@@ -137,7 +144,10 @@ fn read(partition: &Partition, from: u64, mut each: impl FnMut(&RecordOut)) -> R
 /// Restores a task's state from its partition of the changelog. Blocking.
 pub fn restore(changelog: &Stream, task: u32) -> Result<Restored, RulesError> {
     let partition = changelog.partition(task)?;
-    let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
+    // The end as the cluster knows it now, not this process's cached watermark: the commit
+    // that the task's previous owner made before letting go must be in what is read.
+    let end = partition.refresh_log_end_offset()?;
+    let start = partition.log_start_offset();
     // The newest marker: its base is where the restore reads from.
     let mut window = MARKER_WINDOW_MIN;
     let mut base = None;

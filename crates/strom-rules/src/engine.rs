@@ -1417,8 +1417,9 @@ impl Engine {
         (changes, self.meta())
     }
 
-    /// Every key's state (a snapshot of the whole), sorted by key.
-    pub(crate) fn all_states(&self) -> Changes {
+    /// Every key's state (a snapshot of the whole, as a changelog snapshot writes it), sorted
+    /// by key.
+    pub fn all_states(&self) -> Changes {
         let mut all: Changes = self
             .keys
             .iter()

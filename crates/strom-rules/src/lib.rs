@@ -16,7 +16,8 @@
 //!   committed; an output whose id is already in its stream is never appended again.
 
 mod aggregate;
-mod changelog;
+#[doc(hidden)]
+pub mod changelog;
 mod duration;
 mod engine;
 mod error;
@@ -48,5 +49,5 @@ pub use runtime::{
     BACKTEST_EVENTS_MAX, BACKTEST_OUTPUTS_MAX, BacktestReport, BacktestRequest, BacktestRule, CrashPoint, ID_HEADER,
     OUTPUT_BATCH_RECORDS_MAX, PENDING_APPENDS_MAX, Position, READ_BYTES_MAX, READ_RECORDS_MAX,
     RECOVERY_SCAN_RECORDS_MAX, RULE_FILES_MAX, RULE_HEADER, RULES_MAX, ReloadReport, RuleStatus, Rules, RulesConfig,
-    RunState, StartFrom,
+    RunState, StartFrom, TASK_HEADER,
 };

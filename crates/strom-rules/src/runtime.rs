@@ -56,6 +56,8 @@ const NO_TASKS_SETTLE: Duration = Duration::from_secs(10);
 /// The record header naming the rule that wrote a record, and the one with the output's id.
 pub const RULE_HEADER: &str = "strom-rule";
 pub const ID_HEADER: &str = "strom-id";
+/// On a shared log: the header naming the task (its index) that wrote an output.
+pub const TASK_HEADER: &str = "strom-task";
 
 /// Where a new rule starts reading its inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -847,6 +849,13 @@ struct RuleMetrics {
     state_entries: metrics::Gauge,
     lag_records: metrics::Gauge,
     event_time_lag_seconds: metrics::Gauge,
+    // On a shared log.
+    restores: metrics::Counter,
+    restore_seconds: metrics::Histogram,
+    dropped_commits: metrics::Counter,
+    changelog_records: metrics::Counter,
+    snapshots: metrics::Counter,
+    not_reproduced: metrics::Counter,
 }
 
 impl RuleMetrics {
@@ -869,7 +878,13 @@ impl RuleMetrics {
             state_keys: metrics::gauge!("strom_rules_state_keys", "rule" => rule.clone()),
             state_entries: metrics::gauge!("strom_rules_state_entries", "rule" => rule.clone()),
             lag_records: metrics::gauge!("strom_rules_lag_records", "rule" => rule.clone()),
-            event_time_lag_seconds: metrics::gauge!("strom_rules_event_time_lag_seconds", "rule" => rule),
+            event_time_lag_seconds: metrics::gauge!("strom_rules_event_time_lag_seconds", "rule" => rule.clone()),
+            restores: metrics::counter!("strom_rules_task_restores_total", "rule" => rule.clone()),
+            restore_seconds: metrics::histogram!("strom_rules_task_restore_seconds", "rule" => rule.clone()),
+            dropped_commits: metrics::counter!("strom_rules_changelog_dropped_commits_total", "rule" => rule.clone()),
+            changelog_records: metrics::counter!("strom_rules_changelog_records_total", "rule" => rule.clone()),
+            snapshots: metrics::counter!("strom_rules_changelog_snapshots_total", "rule" => rule.clone()),
+            not_reproduced: metrics::counter!("strom_rules_outputs_not_reproduced_total", "rule" => rule),
         }
     }
 
@@ -1004,6 +1019,7 @@ impl Runner {
         let mut share = self.log.share(&format!("strom-rules.{name}"), &streams[0].name)?;
         *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = Some((tasks, Vec::new()));
         let joined = Instant::now();
+        let tasks_running = metrics::gauge!("strom_rules_tasks_running", "rule" => name.clone());
         tracing::info!(rule = %name, tasks, "rule divided among the processes of the cluster");
 
         struct Running {
@@ -1086,6 +1102,7 @@ impl Runner {
             self.shared.watermark_ms.store(if watermark == i64::MAX { i64::MIN } else { watermark }, Ordering::Relaxed);
             *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((tasks, running.keys().copied().collect()));
+            tasks_running.set(running.len() as f64);
             // Running once the tasks here all run (reading from their positions); a server
             // given no task says so once the group had time to assign them.
             let all_running = running
@@ -1121,6 +1138,7 @@ impl Runner {
             let _ = run.handle.await;
         }
         share.leave().await;
+        tasks_running.set(0.0);
         self.shared.set(RunState::Stopped, None);
         tracing::info!(rule = %name, "rule stopped");
         Ok(())
@@ -1170,7 +1188,11 @@ impl Runner {
             }
             Some(task) => {
                 let (changelog, index) = (task.changelog.clone(), task.index);
+                let started = Instant::now();
                 let restored = blocking(move || changelog::restore(&changelog, index)).await?;
+                metrics.restores.increment(1);
+                metrics.restore_seconds.record(started.elapsed().as_secs_f64());
+                metrics.dropped_commits.increment(restored.dropped_commits);
                 if restored.dropped_commits > 0 {
                     tracing::info!(rule = %name, task = index, commits = restored.dropped_commits, "commits cut short by a crash were dropped from the changelog's state");
                 }
@@ -1229,14 +1251,16 @@ impl Runner {
         }
         // Ids this rule appended after its last commit: the re-run skips them. Also for a
         // changed rule: with the same version, its outputs for the same input have the same ids.
-        let mut already = recover_ids(&name, &outputs_streams, &loaded.outputs).await?;
+        let task = self.task.as_ref().map(|task| task.index);
+        let already = recover_ids(&name, task, &outputs_streams, &loaded.outputs).await?;
         if !already.is_empty() {
-            tracing::info!(rule = %name, outputs = already.len(), "resuming after a crash: outputs already appended will be skipped");
+            tracing::info!(rule = %name, task, outputs = already.len(), "resuming after a crash: outputs already appended will be skipped");
         }
-        let mut output_ends = partition_ends(&outputs_streams);
+        let mut replay = Replay::new(already, loaded.outputs.clone(), &inputs).await?;
         if first_start || !same_rule {
             // Committed at once, so that a crash before the first regular commit resumes from
             // these offsets and knows where its outputs start.
+            let output_ends = replay.ends(&name, &offsets, &outputs_streams, &metrics);
             self.commit(&name, &offsets, &output_ends, &mut engine, &mut writer, &metrics).await?;
         }
         // The status shows the restored state from the moment the rule runs.
@@ -1285,7 +1309,7 @@ impl Runner {
             let outputs = std::mem::take(&mut turn.outputs);
             let produced = !outputs.is_empty();
             if produced {
-                let skipped = self.append(&name, outputs, &outputs_streams, &mut already, &mut pending).await?;
+                let skipped = self.append(&name, outputs, &outputs_streams, &mut replay.ids, &mut pending).await?;
                 metrics.duplicates_skipped.increment(skipped);
                 if pending.len() > PENDING_APPENDS_MAX {
                     settle(&mut pending).await?;
@@ -1333,7 +1357,7 @@ impl Runner {
             if dirty && last_commit.elapsed() >= commit_interval {
                 // Outputs are durable before the commit that covers their input.
                 settle(&mut pending).await?;
-                output_ends = partition_ends(&outputs_streams);
+                let output_ends = replay.ends(&name, &turn.offsets, &outputs_streams, &metrics);
                 self.commit(&name, &turn.offsets, &output_ends, &mut turn.engine, &mut writer, &metrics).await?;
                 last_commit = Instant::now();
                 dirty = false;
@@ -1362,7 +1386,7 @@ impl Runner {
         }
         // Stopping: commit what was processed (a task taken away commits before it lets go).
         settle(&mut pending).await?;
-        let output_ends = partition_ends(&outputs_streams);
+        let output_ends = replay.ends(&name, &turn.offsets, &outputs_streams, &metrics);
         self.commit(&name, &turn.offsets, &output_ends, &mut turn.engine, &mut writer, &metrics).await?;
         self.shared.set(RunState::Stopped, None);
         match &self.task {
@@ -1405,6 +1429,10 @@ impl Runner {
                 .await?;
             metrics.commits.increment(1);
             metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+            metrics.changelog_records.increment(all.as_ref().map_or(changes.len(), Vec::len) as u64 + 1);
+            if all.is_some() {
+                metrics.snapshots.increment(1);
+            }
             return Ok(());
         }
         let store = self.store.clone();
@@ -1443,6 +1471,7 @@ impl Runner {
         let mut groups: BTreeMap<(&str, u32), Vec<RecordIn>> = BTreeMap::new();
         // One copy of the rule's name for every record's header (`Bytes` clones share it).
         let name = Bytes::copy_from_slice(name.as_bytes());
+        let task = self.task.as_ref().map(|task| Bytes::from(task.index.to_string()));
         for output in outputs {
             if !already.is_empty() && already.remove(&output.id) {
                 skipped += 1;
@@ -1458,7 +1487,16 @@ impl Runner {
                 key: output.key.map(Bytes::from),
                 value: Some(Bytes::from(output.value)),
                 timestamp_ms: now,
-                headers: vec![(RULE_HEADER.to_string(), name.clone()), (ID_HEADER.to_string(), Bytes::from(output.id))],
+                headers: match &task {
+                    None => {
+                        vec![(RULE_HEADER.to_string(), name.clone()), (ID_HEADER.to_string(), Bytes::from(output.id))]
+                    }
+                    Some(task) => vec![
+                        (RULE_HEADER.to_string(), name.clone()),
+                        (ID_HEADER.to_string(), Bytes::from(output.id)),
+                        (TASK_HEADER.to_string(), task.clone()),
+                    ],
+                },
             });
         }
         for ((stream, partition), records) in &groups {
@@ -1504,16 +1542,70 @@ fn partition_ends(streams: &BTreeMap<String, Arc<Stream>>) -> Offsets {
         .collect()
 }
 
+/// Outputs a run appended after its last commit (before a crash, or before its task moved
+/// here), which this run produces again and must not append twice; and what the commits
+/// record as the output ends meanwhile.
+struct Replay {
+    /// The ids not produced again yet.
+    ids: HashSet<String>,
+    /// The output ends the last commit recorded. Commits record these again while ids
+    /// remain: a crash before they are all produced again then scans for them again, where
+    /// recording the current ends would skip over them.
+    from: Offsets,
+    /// The input ends when this run started, at or past everything the previous run read.
+    /// Once the input offsets reach them, an id not produced again never will be (which
+    /// events count as late can differ in a re-run), so the rest are forgotten.
+    horizon: Offsets,
+}
+
+impl Replay {
+    async fn new(ids: HashSet<String>, from: Offsets, inputs: &[(Arc<Stream>, u32)]) -> Result<Replay, RulesError> {
+        let mut replay = Replay { ids, from, horizon: Offsets::new() };
+        if !replay.ids.is_empty() {
+            let inputs = inputs.to_vec();
+            replay.horizon = blocking(move || {
+                let mut ends = Offsets::new();
+                for (stream, partition) in &inputs {
+                    // The cluster's end, not a cached one that may be short of it.
+                    let end = stream.partition(*partition)?.refresh_log_end_offset()?;
+                    ends.insert((stream.name.clone(), *partition), end);
+                }
+                Ok(ends)
+            })
+            .await?;
+        }
+        Ok(replay)
+    }
+
+    /// The output ends a commit at input `offsets` records.
+    fn ends(
+        &mut self,
+        name: &str,
+        offsets: &Offsets,
+        streams: &BTreeMap<String, Arc<Stream>>,
+        metrics: &RuleMetrics,
+    ) -> Offsets {
+        if !self.ids.is_empty() && self.horizon.iter().all(|(key, end)| offsets.get(key).is_some_and(|o| o >= end)) {
+            tracing::warn!(rule = %name, outputs = self.ids.len(), "outputs of the run before the crash were not produced again by the re-run; they stay, once");
+            metrics.not_reproduced.increment(self.ids.len() as u64);
+            self.ids = HashSet::new();
+        }
+        if self.ids.is_empty() { partition_ends(streams) } else { self.from.clone() }
+    }
+}
+
 /// Reads the output partitions past the ends recorded at the last commit and collects the
-/// ids this rule wrote there.
+/// ids this rule (on a shared log: this task of it) wrote there.
 async fn recover_ids(
     name: &str,
+    task: Option<u32>,
     streams: &BTreeMap<String, Arc<Stream>>,
     recorded: &Offsets,
 ) -> Result<HashSet<String>, RulesError> {
     if recorded.is_empty() {
         return Ok(HashSet::new());
     }
+    let task = task.map(|task| task.to_string());
     let name = name.to_string();
     let streams = streams.clone();
     let recorded = recorded.clone();
@@ -1523,7 +1615,9 @@ async fn recover_ids(
         for ((stream, partition), from) in &recorded {
             let Some(stream) = streams.get(stream) else { continue };
             let Ok(partition) = stream.partition(*partition) else { continue };
-            let end = partition.log_end_offset();
+            // Asked of the cluster: on a shared log the outputs the task's previous owner
+            // appended may be past this process's cached end.
+            let end = partition.refresh_log_end_offset()?;
             let mut offset = (*from).max(partition.log_start_offset());
             while offset < end {
                 let read = partition.read_records(offset, READ_RECORDS_MAX, READ_BYTES_MAX)?;
@@ -1533,7 +1627,14 @@ async fn recover_ids(
                 for record in &read.records {
                     let header =
                         |wanted: &str| record.headers.iter().find(|(k, _)| k == wanted).and_then(|(_, v)| v.as_ref());
-                    if header(RULE_HEADER).is_some_and(|v| v.as_ref() == name.as_bytes())
+                    // Outputs of the rule's other tasks are not this task's to skip (an output
+                    // without the header is from before tasks, and counted in).
+                    let of_task = match (&task, header(TASK_HEADER)) {
+                        (Some(task), Some(written)) => written.as_ref() == task.as_bytes(),
+                        _ => true,
+                    };
+                    if of_task
+                        && header(RULE_HEADER).is_some_and(|v| v.as_ref() == name.as_bytes())
                         && let Some(id) = header(ID_HEADER)
                     {
                         ids.insert(String::from_utf8_lossy(id).into_owned());

@@ -25,7 +25,7 @@ const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("r
 /// after it may be this rule's outputs from after the commit (see `runtime`).
 const OUTPUTS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("rule_outputs");
 
-pub(crate) type Offsets = BTreeMap<(String, u32), u64>;
+pub type Offsets = BTreeMap<(String, u32), u64>;
 
 /// What the store holds for one rule.
 #[derive(Default)]
