@@ -337,59 +337,18 @@ const SHARED_DONE_TIMEOUT_MS: u64 = 180_000;
 /// first turn.
 const SHARED_DONE_STABLE_MS: u64 = 3000;
 
-/// The rules of `RULES`, with the windowed and the pattern rule partitioned (the filter
-/// always is): every rule runs as one task per partition of `events`.
-const SHARED_RULES: [(&str, &str); 3] = [
-    (
-        "cart-abandoned.yaml",
-        r#"name: cart-abandoned
-streams: [events]
-partitioned: true
-where: event.event in ["AddToCart", "Checkout"]
-pattern:
-  within: 30s
-  steps:
-    - name: cart
-      match: event.event == "AddToCart"
-    - name: checkout
-      match: event.event == "Checkout" && event.properties.cart_id == cart.properties.cart_id
-      absent: true
-emit:
-  stream: derived
-  event: CartAbandoned
-  properties: '{"cart_id": cart.properties.cart_id}'
-actions:
-  - webhook: crm
-"#,
-    ),
-    (
-        "big-checkouts.yaml",
-        r#"name: big-checkouts
-streams: [events]
-filter: event.event == "Checkout" && event.properties.value > 150.0
-emit:
-  stream: derived
-  event: BigCheckout
-"#,
-    ),
-    (
-        "adds-per-user.yaml",
-        r#"name: adds-per-user
-streams: [events]
-partitioned: true
-where: event.event == "AddToCart"
-window:
-  type: tumbling
-  size: 10m
-  aggregates:
-    adds: count()
-    value: sum(event.properties.price)
-emit:
-  stream: derived
-  event: AddsPerUser
-"#,
-    ),
-];
+/// The rules of `RULES`, each `partitioned: true` (the filter always is): every rule runs as
+/// one task per partition of `events`.
+fn shared_rules() -> Vec<(&'static str, String)> {
+    RULES
+        .iter()
+        .map(|(file, text)| {
+            let partitioned = text.replacen("\nstreams: [events]\n", "\nstreams: [events]\npartitioned: true\n", 1);
+            assert_ne!(&partitioned, text, "{file} names its streams as expected");
+            (*file, partitioned)
+        })
+        .collect()
+}
 
 /// A server on the Kafka cluster `kafka` (its topics and groups prefixed with `prefix`),
 /// with `config`'s rules and webhooks; a session expires 2 s after a server dies.
@@ -403,7 +362,7 @@ fn shared_config(kafka: &str, prefix: &str, receiver: SocketAddr, rules_dir: &Pa
 
 fn write_shared_rules(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    for (name, text) in SHARED_RULES {
+    for (name, text) in shared_rules() {
         std::fs::write(dir.join(name), text).unwrap();
     }
 }
@@ -419,7 +378,7 @@ async fn shared_done(http: &reqwest::Client, urls: &[&str], last_event_ms: i64) 
         let rules: Value = rules.json().await.map_err(|e| e.to_string())?;
         listed.push(rules["rules"].as_array().cloned().unwrap_or_default());
     }
-    for (file, _) in SHARED_RULES {
+    for (file, _) in shared_rules() {
         let name = file.trim_end_matches(".yaml");
         let (mut lag, mut entries, mut here, mut tasks) = (0, 0, Vec::new(), None);
         for (url, rules) in urls.iter().zip(&listed) {
