@@ -1077,6 +1077,9 @@ impl Runner {
             // The rule's status: the sum of its tasks here.
             let mut counters = ended.clone();
             let (mut keys, mut entries, mut lag, mut watermark) = (0, 0, 0, i64::MAX);
+            // A failed task whose partition went to another process is that one's now.
+            let owned = share.owned();
+            retry_at.retain(|index, _| owned.contains(&pick.unwrap_or(*index)));
             let mut failure = retry_at.iter().next().map(|(index, r)| format!("task {index} failed: {}", r.2));
             for (index, run) in &running {
                 counters.add(&run.shared.counters.lock().unwrap_or_else(|e| e.into_inner()));
@@ -1108,7 +1111,9 @@ impl Runner {
             let all_running = running
                 .values()
                 .all(|run| run.shared.state.lock().unwrap_or_else(|e| e.into_inner()).0 == RunState::Running);
-            if !running.is_empty() && all_running {
+            if running.is_empty() && !retry_at.is_empty() {
+                self.shared.set(RunState::Failed, failure);
+            } else if !running.is_empty() && all_running {
                 self.shared.set(RunState::Running, failure);
             } else if running.is_empty() && joined.elapsed() >= NO_TASKS_SETTLE {
                 self.shared.set(
