@@ -223,6 +223,34 @@ fn write_rules(dir: &Path) {
     }
 }
 
+/// The crash run appended no id twice and the same derived-event and delivery ids as the
+/// clean run (and a good many), and each run's webhook receiver got exactly its deliveries.
+fn assert_as_clean(crash: [&Vec<String>; 2], clean: [&Vec<String>; 2], received: [&Received; 2], seed: u64) {
+    for ((what, crash), clean) in ["derived events", "delivery requests"].into_iter().zip(crash).zip(clean) {
+        let mut seen = HashSet::new();
+        let twice: BTreeSet<&String> = crash.iter().filter(|id| !seen.insert(*id)).collect();
+        assert!(
+            twice.is_empty(),
+            "{what}: {} ids appended twice, e.g. {:?} (seed {seed})",
+            twice.len(),
+            twice.iter().take(3).collect::<Vec<_>>()
+        );
+        let (crash_set, clean_set): (BTreeSet<&String>, BTreeSet<&String>) =
+            (crash.iter().collect(), clean.iter().collect());
+        assert_eq!(clean_set.len(), clean.len(), "{what}: the clean run appended an id twice");
+        let missing: Vec<_> = clean_set.difference(&crash_set).take(5).collect();
+        let extra: Vec<_> = crash_set.difference(&clean_set).take(5).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?} (seed {seed})");
+    }
+    assert!(crash[0].len() > 1000, "the rules emitted only {}", crash[0].len());
+    // Every delivery reached the receiver at least once, and nothing else did.
+    let requested: BTreeSet<String> = crash[1].iter().cloned().collect();
+    for (run, received) in ["crash", "clean"].into_iter().zip(received) {
+        let received: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
+        assert_eq!(received, requested, "the {run} run's webhook receiver");
+    }
+}
+
 #[test]
 fn killed_rules_emit_what_a_clean_run_emits_and_no_id_twice() {
     let cycles = env("STROM_RULES_CRASH_CYCLES", CYCLES_DEFAULT);
@@ -296,26 +324,12 @@ fn killed_rules_emit_what_a_clean_run_emits_and_no_id_twice() {
     });
     drop(server);
 
-    for (what, crash, clean) in [
-        ("derived events", &crash_derived, &clean_derived),
-        ("delivery requests", &crash_deliveries, &clean_deliveries),
-    ] {
-        let unique: HashSet<&String> = crash.iter().collect();
-        assert_eq!(unique.len(), crash.len(), "{what}: {} ids appended twice", crash.len() - unique.len());
-        let (crash_set, clean_set): (BTreeSet<&String>, BTreeSet<&String>) =
-            (crash.iter().collect(), clean.iter().collect());
-        assert_eq!(clean_set.len(), clean.len(), "{what}: the clean run appended an id twice");
-        let missing: Vec<_> = clean_set.difference(&crash_set).take(5).collect();
-        let extra: Vec<_> = crash_set.difference(&clean_set).take(5).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?}");
-    }
-    assert!(crash_derived.len() > 1000, "the rules emitted only {}", crash_derived.len());
-    // Every delivery reached the receiver at least once.
-    let received: BTreeSet<String> = crash_received.lock().unwrap().iter().cloned().collect();
-    let requested: BTreeSet<String> = crash_deliveries.iter().cloned().collect();
-    assert_eq!(received, requested, "the crash run's webhook receiver");
-    let clean: BTreeSet<String> = clean_received.lock().unwrap().iter().cloned().collect();
-    assert_eq!(clean, requested);
+    assert_as_clean(
+        [&crash_derived, &crash_deliveries],
+        [&clean_derived, &clean_deliveries],
+        [&crash_received, &clean_received],
+        seed,
+    );
     eprintln!(
         "{cycles} kills: {} derived events and {} deliveries, as in the clean run; {} webhook calls for them",
         crash_derived.len(),
@@ -580,32 +594,12 @@ fn two_servers_sharing_rules_emit_what_a_clean_run_emits_and_no_id_twice() {
     let clean_done = started.elapsed();
     drop(broker);
 
-    for (what, crash, clean) in [
-        ("derived events", &crash_derived, &clean_derived),
-        ("delivery requests", &crash_deliveries, &clean_deliveries),
-    ] {
-        let mut seen = HashSet::new();
-        let twice: BTreeSet<&String> = crash.iter().filter(|id| !seen.insert(*id)).collect();
-        assert!(
-            twice.is_empty(),
-            "{what}: {} ids appended twice, e.g. {:?} (seed {seed})",
-            twice.len(),
-            twice.iter().take(3).collect::<Vec<_>>()
-        );
-        let (crash_set, clean_set): (BTreeSet<&String>, BTreeSet<&String>) =
-            (crash.iter().collect(), clean.iter().collect());
-        assert_eq!(clean_set.len(), clean.len(), "{what}: the clean run appended an id twice");
-        let missing: Vec<_> = clean_set.difference(&crash_set).take(5).collect();
-        let extra: Vec<_> = crash_set.difference(&clean_set).take(5).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?} (seed {seed})");
-    }
-    assert!(crash_derived.len() > 1000, "the rules emitted only {}", crash_derived.len());
-    // Every delivery reached the receiver at least once, and nothing else did.
-    let requested: BTreeSet<String> = crash_deliveries.iter().cloned().collect();
-    let received: BTreeSet<String> = crash_received.lock().unwrap().iter().cloned().collect();
-    assert_eq!(received, requested, "the crash run's webhook receiver");
-    let clean: BTreeSet<String> = clean_received.lock().unwrap().iter().cloned().collect();
-    assert_eq!(clean, requested, "the clean run's webhook receiver");
+    assert_as_clean(
+        [&crash_derived, &crash_deliveries],
+        [&clean_derived, &clean_deliveries],
+        [&crash_received, &clean_received],
+        seed,
+    );
     let logs = std::fs::read_to_string(&crash_log).unwrap_or_default();
     eprintln!(
         "shared rules crash test: {cycles} kills: {} derived events and {} deliveries, as in the clean run, none \
