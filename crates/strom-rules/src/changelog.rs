@@ -72,18 +72,8 @@ struct Marker {
 /// differently.
 pub async fn open(log: &Log, rule: &str, partitions: u32) -> Result<Arc<Stream>, RulesError> {
     let name = stream_name(rule);
-    let stream = match log.stream(&name) {
-        Ok(stream) => stream,
-        Err(LogError::StreamNotFound(_)) => {
-            let config = StreamConfig { partitions, retention_ms: None, ..StreamConfig::default() };
-            match log.create_stream(&name, config).await {
-                Ok(stream) => stream,
-                Err(LogError::StreamExists(_)) => log.stream(&name)?,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let config = StreamConfig { partitions, retention_ms: None, ..StreamConfig::default() };
+    let stream = crate::runtime::stream_or_create(log, &name, config).await?;
     let have = stream.partitions().len() as u32;
     if have != partitions {
         return Err(RulesError::Store(format!(

@@ -815,6 +815,20 @@ struct TaskRun {
     changelog: Arc<Stream>,
 }
 
+/// A stream of the log, created with `config` when missing (also by another process at the
+/// same moment).
+pub(crate) async fn stream_or_create(log: &Log, name: &str, config: StreamConfig) -> Result<Arc<Stream>, RulesError> {
+    match log.stream(name) {
+        Ok(stream) => Ok(stream),
+        Err(strom_log::LogError::StreamNotFound(_)) => match log.create_stream(name, config).await {
+            Ok(stream) => Ok(stream),
+            Err(strom_log::LogError::StreamExists(_)) => Ok(log.stream(name)?),
+            Err(error) => Err(error.into()),
+        },
+        Err(error) => Err(error.into()),
+    }
+}
+
 fn report(name: &str, shared: &Shared, outcome: Result<(), RulesError>) {
     if let Err(error) = outcome {
         tracing::error!(rule = %name, %error, "rule stopped by an error");
@@ -1170,18 +1184,8 @@ impl Runner {
         // Output streams are created when missing.
         let mut outputs_streams: BTreeMap<String, Arc<Stream>> = BTreeMap::new();
         for stream in self.rule.output_streams() {
-            let handle = match self.log.stream(&stream) {
-                Ok(handle) => handle,
-                Err(strom_log::LogError::StreamNotFound(_)) => {
-                    let config = StreamConfig { partitions: self.config.output_partitions, ..StreamConfig::default() };
-                    match self.log.create_stream(&stream, config).await {
-                        Ok(handle) => handle,
-                        Err(strom_log::LogError::StreamExists(_)) => self.log.stream(&stream)?,
-                        Err(error) => return Err(error.into()),
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            };
+            let config = StreamConfig { partitions: self.config.output_partitions, ..StreamConfig::default() };
+            let handle = stream_or_create(&self.log, &stream, config).await?;
             outputs_streams.insert(stream, handle);
         }
 
