@@ -348,6 +348,20 @@ impl Engine {
         self.watermark_ms
     }
 
+    /// Whether everything the wall clock could have finalised up to `wall_ms` is finalised
+    /// here: every partition's watermark is at least what an idle partition's is at
+    /// `wall_ms`, and no timer below the horizon waits for a later call. A run that read the
+    /// same input as an earlier one, and gets here for the earlier run's last wall-clock
+    /// time, has emitted everything the earlier one emitted. Filters finalise nothing.
+    pub fn finalised_through(&self, wall_ms: i64) -> bool {
+        if matches!(self.rule.kind, Kind::Filter { .. }) {
+            return true;
+        }
+        let idle = wall_ms.saturating_sub(self.out_of_orderness_ms);
+        self.partitions.values().all(|clock| clock.watermark_ms >= idle)
+            && self.timers.first().is_none_or(|(time, _)| *time >= self.horizon_ms())
+    }
+
     /// Keys with state, and their partial matches and open windows.
     pub fn state_size(&self) -> (usize, usize) {
         (self.keys.len(), self.entries)

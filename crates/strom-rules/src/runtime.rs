@@ -53,6 +53,13 @@ pub const BACKTEST_OUTPUTS_MAX: usize = 10_000;
 /// task to this process.
 const NO_TASKS_SETTLE: Duration = Duration::from_secs(10);
 
+/// How far ahead of this process's wall clock the clock of a process that ran a task before
+/// may have been (`Replay`).
+const REPLAY_CLOCK_SKEW_MS: i64 = 10_000;
+/// Outputs appended while a re-run still pins its commits' output ends (`Replay`) after
+/// which it lets go anyway: a crash then rescans at most this many.
+const REPLAY_PIN_RECORDS_MAX: u64 = 1_000_000;
+
 /// The record header naming the rule that wrote a record, and the one with the output's id.
 pub const RULE_HEADER: &str = "strom-rule";
 pub const ID_HEADER: &str = "strom-id";
@@ -1265,11 +1272,11 @@ impl Runner {
         if !already.is_empty() {
             tracing::info!(rule = %name, task, outputs = already.len(), "resuming after a crash: outputs already appended will be skipped");
         }
-        let mut replay = Replay::new(already, loaded.outputs.clone(), &inputs).await?;
+        let mut replay = Replay::new(already, loaded.outputs.clone(), &inputs, now).await?;
         if first_start || !same_rule {
             // Committed at once, so that a crash before the first regular commit resumes from
             // these offsets and knows where its outputs start.
-            let output_ends = replay.ends(&name, &offsets, &outputs_streams, &metrics);
+            let output_ends = replay.ends(&name, &offsets, &engine, &outputs_streams, &metrics);
             self.commit(&name, &offsets, &output_ends, &mut engine, &mut writer, &metrics).await?;
         }
         // The status shows the restored state from the moment the rule runs.
@@ -1302,13 +1309,22 @@ impl Runner {
                 break;
             }
             let now = self.clock.now_ms();
-            turn = tokio::task::spawn_blocking(move || {
+            // On a failure the outputs already queued are awaited before the task ends (its
+            // next run scans the outputs for what it must not append again).
+            turn = match tokio::task::spawn_blocking(move || {
                 read_and_process(&mut turn, now);
                 turn
             })
             .await
-            .map_err(|e| RulesError::Store(format!("the rule's turn failed: {e}")))?;
+            {
+                Ok(turn) => turn,
+                Err(error) => {
+                    let _ = settle(&mut pending).await;
+                    return Err(RulesError::Store(format!("the rule's turn failed: {error}")));
+                }
+            };
             if let Some(error) = turn.error.take() {
+                let _ = settle(&mut pending).await;
                 return Err(error);
             }
             metrics.undecodable.increment(turn.skipped);
@@ -1318,7 +1334,13 @@ impl Runner {
             let outputs = std::mem::take(&mut turn.outputs);
             let produced = !outputs.is_empty();
             if produced {
-                let skipped = self.append(&name, outputs, &outputs_streams, &mut replay.ids, &mut pending).await?;
+                let skipped = match self.append(&name, outputs, &outputs_streams, &mut replay.ids, &mut pending).await {
+                    Ok(skipped) => skipped,
+                    Err(error) => {
+                        let _ = settle(&mut pending).await;
+                        return Err(error);
+                    }
+                };
                 metrics.duplicates_skipped.increment(skipped);
                 if pending.len() > PENDING_APPENDS_MAX {
                     settle(&mut pending).await?;
@@ -1366,7 +1388,7 @@ impl Runner {
             if dirty && last_commit.elapsed() >= commit_interval {
                 // Outputs are durable before the commit that covers their input.
                 settle(&mut pending).await?;
-                let output_ends = replay.ends(&name, &turn.offsets, &outputs_streams, &metrics);
+                let output_ends = replay.ends(&name, &turn.offsets, &turn.engine, &outputs_streams, &metrics);
                 self.commit(&name, &turn.offsets, &output_ends, &mut turn.engine, &mut writer, &metrics).await?;
                 last_commit = Instant::now();
                 dirty = false;
@@ -1395,7 +1417,7 @@ impl Runner {
         }
         // Stopping: commit what was processed (a task taken away commits before it lets go).
         settle(&mut pending).await?;
-        let output_ends = replay.ends(&name, &turn.offsets, &outputs_streams, &metrics);
+        let output_ends = replay.ends(&name, &turn.offsets, &turn.engine, &outputs_streams, &metrics);
         self.commit(&name, &turn.offsets, &output_ends, &mut turn.engine, &mut writer, &metrics).await?;
         self.shared.set(RunState::Stopped, None);
         match &self.task {
@@ -1523,10 +1545,17 @@ impl Runner {
 /// Waits until every queued append is durable; the first failure stops the rule (its
 /// state is not committed, so a restart produces those outputs again).
 async fn settle(pending: &mut Vec<strom_log::PendingAppend>) -> Result<(), RulesError> {
+    // Every one is awaited, failed or not: an append left queued could land after the next
+    // run scanned the outputs for what it must not append again.
+    let mut outcome = Ok(());
     for append in pending.drain(..) {
-        append.await?;
+        if let Err(error) = append.await
+            && outcome.is_ok()
+        {
+            outcome = Err(error.into());
+        }
     }
-    Ok(())
+    outcome
 }
 
 /// Queues an append; an overloaded partition is retried after a pause (a rule must not
@@ -1555,22 +1584,33 @@ fn partition_ends(streams: &BTreeMap<String, Arc<Stream>>) -> Offsets {
 /// here), which this run produces again and must not append twice; and what the commits
 /// record as the output ends meanwhile.
 struct Replay {
-    /// The ids not produced again yet.
+    /// The ids not produced again yet: skipped when they are.
     ids: HashSet<String>,
-    /// The output ends the last commit recorded. Commits record these again while ids
-    /// remain: a crash before they are all produced again then scans for them again, where
-    /// recording the current ends would skip over them.
+    /// The output ends the last commit recorded. Commits record these again while the ids
+    /// are pinned: a crash before they are all produced again then scans for them again,
+    /// where recording the current ends would skip over them.
     from: Offsets,
+    pinned: bool,
     /// The input ends when this run started, at or past everything the previous run read.
-    /// Once the input offsets reach them, an id not produced again never will be (which
-    /// events count as late can differ in a re-run), so the rest are forgotten.
     horizon: Offsets,
+    /// The latest wall-clock time the previous run can have seen: this run's start plus the
+    /// skew allowed between servers' clocks. Outputs the wall clock finalised (an idle
+    /// partition's watermark follows it) are produced again once the engine is finalised
+    /// through it.
+    wall_ms: i64,
 }
 
 impl Replay {
-    async fn new(ids: HashSet<String>, from: Offsets, inputs: &[(Arc<Stream>, u32)]) -> Result<Replay, RulesError> {
-        let mut replay = Replay { ids, from, horizon: Offsets::new() };
-        if !replay.ids.is_empty() {
+    async fn new(
+        ids: HashSet<String>,
+        from: Offsets,
+        inputs: &[(Arc<Stream>, u32)],
+        now_ms: i64,
+    ) -> Result<Replay, RulesError> {
+        let pinned = !ids.is_empty();
+        let wall_ms = now_ms.saturating_add(REPLAY_CLOCK_SKEW_MS);
+        let mut replay = Replay { ids, from, pinned, horizon: Offsets::new(), wall_ms };
+        if replay.pinned {
             let inputs = inputs.to_vec();
             replay.horizon = blocking(move || {
                 let mut ends = Offsets::new();
@@ -1586,20 +1626,39 @@ impl Replay {
         Ok(replay)
     }
 
-    /// The output ends a commit at input `offsets` records.
+    /// The output ends a commit at input `offsets` records. The pin holds until every id
+    /// was produced again, or until the input passed the horizon and the engine is finalised
+    /// through the previous run's wall-clock time: what is still missing then is not
+    /// produced again (which events count as late can differ in a re-run), so it stays, once,
+    /// and commits move on (the ids stay skipped should they come after all). It also lets
+    /// go after `REPLAY_PIN_RECORDS_MAX` outputs, so that a crash's rescan stays bounded.
     fn ends(
         &mut self,
         name: &str,
         offsets: &Offsets,
+        engine: &Engine,
         streams: &BTreeMap<String, Arc<Stream>>,
         metrics: &RuleMetrics,
     ) -> Offsets {
-        if !self.ids.is_empty() && self.horizon.iter().all(|(key, end)| offsets.get(key).is_some_and(|o| o >= end)) {
-            tracing::warn!(rule = %name, outputs = self.ids.len(), "outputs of the run before the crash were not produced again by the re-run; they stay, once");
-            metrics.not_reproduced.increment(self.ids.len() as u64);
-            self.ids = HashSet::new();
+        if self.pinned && self.ids.is_empty() {
+            self.pinned = false;
         }
-        if self.ids.is_empty() { partition_ends(streams) } else { self.from.clone() }
+        let ends = partition_ends(streams);
+        if !self.pinned {
+            return ends;
+        }
+        let passed = self.horizon.iter().all(|(key, end)| offsets.get(key).is_some_and(|o| o >= end))
+            && engine.finalised_through(self.wall_ms);
+        // A crash rescans what was appended since `from`: that stays bounded.
+        let since: u64 =
+            ends.iter().map(|(key, end)| end.saturating_sub(self.from.get(key).copied().unwrap_or(0))).sum();
+        if passed || since > REPLAY_PIN_RECORDS_MAX {
+            tracing::warn!(rule = %name, outputs = self.ids.len(), appended_since = since, "outputs of the run before the crash were not produced again by the re-run; they stay, once");
+            metrics.not_reproduced.increment(self.ids.len() as u64);
+            self.pinned = false;
+            return ends;
+        }
+        self.from.clone()
     }
 }
 

@@ -242,6 +242,60 @@ async fn wait_processed(rules: &Rules, name: &str, events: u64) {
     .await;
 }
 
+/// A run emits what the wall clock finalised (carts timed out by idle partitions) and
+/// crashes before committing. Its re-run reads the same input but is stopped before its wall
+/// clock finalises the carts again, so it has not produced those outputs again when it
+/// commits: that commit must still point the next run at them, which then skips them when
+/// they fire instead of appending them a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_the_wall_clock_finalised_are_not_appended_twice_across_two_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open_log(dir.path(), clock.clone());
+    log.create_stream("events", StreamConfig { partitions: 2, ..StreamConfig::default() }).await.unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/cart-abandoned.yaml"), CART_RULE).unwrap();
+    let carts: Vec<Value> = (0..20)
+        .map(|u| event("AddToCart", &format!("u{u}"), T0 + u * 100, json!({"cart_id": format!("c{u}")})))
+        .collect();
+    append(&log, "events", &carts).await;
+    let seldom = |crash| RulesConfig { commit_interval_ms: 3_600_000, crash_point: crash, ..rules_config(dir.path()) };
+
+    // First run: reads the carts (it commits only at its start); the wall clock moves on,
+    // the idle partitions time the carts out, and it crashes once their outputs are out.
+    let crash = CrashPoint::after_appends(1);
+    let rules = Rules::start(log.clone(), seldom(Some(crash.clone())), clock.clone()).unwrap();
+    wait_processed(&rules, "cart-abandoned", carts.len() as u64).await;
+    clock.advance_ms(60_000);
+    eventually("the crash point", async || crash.crashed()).await;
+    rules.close().await;
+    drop(rules);
+    assert_eq!(read_stream(&log, "derived").len(), carts.len(), "every cart timed out before the crash");
+
+    // Second run: reads the carts again, but its wall clock stands still, so none times out
+    // before it stops (a task moved on at once, say) and commits.
+    let rules = Rules::start(log.clone(), seldom(None), clock.clone()).unwrap();
+    wait_processed(&rules, "cart-abandoned", carts.len() as u64).await;
+    let reopened = rules.get("cart-abandoned").await.unwrap().state_entries;
+    rules.close().await;
+    drop(rules);
+    assert_eq!(reopened, carts.len() as u64, "the second run had the carts open again");
+    assert_eq!(read_stream(&log, "derived").len(), carts.len());
+
+    // Third run: the wall clock moves on and the carts time out again; their outputs were
+    // appended by the first run.
+    let rules = Rules::start(log.clone(), rules_config(dir.path()), clock.clone()).unwrap();
+    eventually("the third run", async || rules.get("cart-abandoned").await.unwrap().state == RunState::Running).await;
+    clock.advance_ms(60_000);
+    eventually("the carts to time out again", async || rules.get("cart-abandoned").await.unwrap().state_entries == 0)
+        .await;
+    rules.close().await;
+    let derived = read_stream(&log, "derived");
+    let ids: BTreeSet<&String> = derived.iter().map(|(_, id, _)| id).collect();
+    assert_eq!(ids.len(), derived.len(), "no id is appended twice");
+    assert_eq!(derived.len(), carts.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_partial_matches_survive_a_restart_and_time_out_by_the_wall_clock() {
     let dir = tempfile::tempdir().unwrap();

@@ -225,22 +225,61 @@ fn write_rules(dir: &Path) {
 
 /// The crash run appended no id twice and the same derived-event and delivery ids as the
 /// clean run (and a good many), and each run's webhook receiver got exactly its deliveries.
-fn assert_as_clean(crash: [&Vec<String>; 2], clean: [&Vec<String>; 2], received: [&Received; 2], seed: u64) {
+/// What a failed run's server log says about hand-overs and failures (CI keeps no logs): how
+/// often each telling message came, and the first warnings and errors.
+fn log_digest(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let telling = [
+        "partitions lost",
+        "did not stop in time",
+        "rule task failed",
+        "not produced again",
+        "commits cut short",
+        "outputs already appended will be skipped",
+        "task state restored from the changelog",
+    ];
+    let mut digest = format!("\nserver log {}:", log.display());
+    for message in telling {
+        digest += &format!("\n  {:>5} × {message}", text.matches(message).count());
+    }
+    let warnings = text
+        .lines()
+        .filter(|line| (line.contains(" WARN ") || line.contains(" ERROR ")) && !line.contains("no admin tokens"))
+        .take(20);
+    for line in warnings {
+        digest += &format!("\n  {line}");
+    }
+    digest
+}
+
+fn assert_as_clean(
+    crash: [&Vec<String>; 2],
+    clean: [&Vec<String>; 2],
+    received: [&Received; 2],
+    seed: u64,
+    crash_log: &Path,
+) {
+    let digest = || log_digest(crash_log);
     for ((what, crash), clean) in ["derived events", "delivery requests"].into_iter().zip(crash).zip(clean) {
         let mut seen = HashSet::new();
         let twice: BTreeSet<&String> = crash.iter().filter(|id| !seen.insert(*id)).collect();
         assert!(
             twice.is_empty(),
-            "{what}: {} ids appended twice, e.g. {:?} (seed {seed})",
+            "{what}: {} ids appended twice, e.g. {:?} (seed {seed}){}",
             twice.len(),
-            twice.iter().take(3).collect::<Vec<_>>()
+            twice.iter().take(3).collect::<Vec<_>>(),
+            digest()
         );
         let (crash_set, clean_set): (BTreeSet<&String>, BTreeSet<&String>) =
             (crash.iter().collect(), clean.iter().collect());
         assert_eq!(clean_set.len(), clean.len(), "{what}: the clean run appended an id twice");
         let missing: Vec<_> = clean_set.difference(&crash_set).take(5).collect();
         let extra: Vec<_> = crash_set.difference(&clean_set).take(5).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?} (seed {seed})");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{what}: missing {missing:?}, extra {extra:?} (seed {seed}){}",
+            digest()
+        );
     }
     assert!(crash[0].len() > 1000, "the rules emitted only {}", crash[0].len());
     // Every delivery reached the receiver at least once, and nothing else did.
@@ -329,6 +368,7 @@ fn killed_rules_emit_what_a_clean_run_emits_and_no_id_twice() {
         [&clean_derived, &clean_deliveries],
         [&crash_received, &clean_received],
         seed,
+        &crash_log,
     );
     eprintln!(
         "{cycles} kills: {} derived events and {} deliveries, as in the clean run; {} webhook calls for them",
@@ -599,6 +639,7 @@ fn two_servers_sharing_rules_emit_what_a_clean_run_emits_and_no_id_twice() {
         [&clean_derived, &clean_deliveries],
         [&crash_received, &clean_received],
         seed,
+        &crash_log,
     );
     let logs = std::fs::read_to_string(&crash_log).unwrap_or_default();
     eprintln!(
