@@ -135,6 +135,12 @@ pub fn crc_matches(batch: &[u8], header: &BatchHeader) -> bool {
     batch.len() == header.size_bytes && crc32c::crc32c(&batch[CRC_COVERAGE_START..]) == header.crc
 }
 
+/// Rewrites a batch's CRC-32C after bytes it covers changed.
+pub(crate) fn reseal(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+    batch[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Writes `base_offset` into an encoded batch. The base offset is outside the CRC's coverage,
 /// which is what lets a batch be encoded before its offsets are known (as Kafka brokers do).
 pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: u64) {
@@ -240,7 +246,8 @@ impl EncodedBatch {
     /// Takes a batch a Kafka producer built, as it will be stored: header and CRC-32C checked,
     /// every record walked (lengths, varints, offset deltas 0, 1, 2, ..., UTF-8 header keys)
     /// without allocating, so that reading it back can never fail or allocate by a count the
-    /// producer chose. Only uncompressed, non-transactional data batches are taken. The
+    /// producer chose. Only uncompressed, non-transactional data batches are taken (a
+    /// compressed one is first decompressed: `compression::decompress_batch`). The
     /// producer id, epoch and sequence are kept; the partition leader epoch (outside the CRC)
     /// is set to 0, the only epoch Strom has.
     pub fn from_client(mut bytes: BytesMut) -> Result<EncodedBatch> {
@@ -270,6 +277,11 @@ impl EncodedBatch {
         check_records(&bytes[HEADER_BYTES..], header.record_count).map_err(invalid)?;
         bytes[LEADER_EPOCH_POSITION..LEADER_EPOCH_POSITION + 4].copy_from_slice(&0i32.to_be_bytes());
         Ok(EncodedBatch { bytes, header })
+    }
+
+    /// The batch's bytes as they will be stored (base offset as encoded).
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The batch's bytes (base offset as encoded; the writer patches it when appending).
@@ -440,12 +452,6 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x10;
         assert!(EncodedBatch::from_bytes(bytes).is_err());
-    }
-
-    /// Rewrites the CRC after a test changed bytes it covers.
-    fn reseal(bytes: &mut BytesMut) {
-        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
-        bytes[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
     #[test]

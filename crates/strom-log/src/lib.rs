@@ -17,6 +17,7 @@
 
 mod batch;
 mod clock;
+pub mod compression;
 mod error;
 mod groups;
 mod index;

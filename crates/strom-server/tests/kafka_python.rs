@@ -27,6 +27,37 @@ async fn confluent_kafka_administers_produces_and_consumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_compressed_with_each_codec_are_taken_and_read_back() {
+    if !confluent_kafka() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let output = python("compressed_produce.py", &[server.kafka_addr.to_string(), "3000".to_string()], TIMEOUT).await;
+    assert!(output.trim_end().ends_with("ok"), "{output}");
+    // Stored decompressed: the HTTP API reads the records as JSON like any other.
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let (status, read) =
+            server.get(&format!("/v1/streams/shop-{codec}/partitions/0/events?offset=0&max_records=5")).await;
+        assert_eq!(status, 200, "{read}");
+        assert_eq!(read["events"].as_array().map(Vec::len), Some(5), "{read}");
+        assert_eq!(read["events"][0]["value"]["codec"], codec, "{read}");
+    }
+    // The batches did arrive compressed (librdkafka sends a batch as it is when compressing
+    // would not shrink it).
+    let metrics = server.client.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let line = metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("strom_kafka_compressed_batches_total") && line.contains(&format!("\"{codec}\""))
+            })
+            .unwrap_or_else(|| panic!("no {codec} batch counted"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 1.0, "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_of_three_rebalances_when_one_leaves_and_resumes_after_a_restart() {
     if !confluent_kafka() {
         return;

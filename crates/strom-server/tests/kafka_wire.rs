@@ -172,3 +172,80 @@ async fn a_long_polling_fetch_is_answered_at_shutdown_and_does_not_hold_it() {
     stopping.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
 }
+
+const PRODUCE: i16 = 0;
+
+/// A Produce v3 body: acks=all, one batch for one partition of one topic.
+fn produce_body(topic: &str, partition: i32, batch: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks: all
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&partition.to_be_bytes());
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    body
+}
+
+/// Sends one batch and answers the partition's error code.
+async fn produce(socket: &mut TcpStream, correlation_id: i32, batch: &[u8]) -> i16 {
+    socket.write_all(&frame(PRODUCE, 3, correlation_id, &produce_body("clicks", 0, batch))).await.unwrap();
+    let (answered, body) = response(socket).await.expect("an answer");
+    assert_eq!(answered, correlation_id);
+    // topics (4), name (2 + 6), partitions (4), index (4), then the error code.
+    let at = 4 + 2 + "clicks".len() + 4 + 4;
+    i16::from_be_bytes([body[at], body[at + 1]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_are_stored_decompressed_and_bombs_and_unknown_codecs_are_refused() {
+    use std::io::Write;
+    use strom_log::compression::{GZIP, ZSTD, compress_batch, seal};
+
+    let server = TestServer::start().await;
+    server.create_stream("clicks", 1).await;
+    let records: Vec<strom_log::RecordIn> = (0..100)
+        .map(|i| strom_log::RecordIn {
+            key: Some(bytes::Bytes::from(format!("user{}", i % 3))),
+            value: Some(bytes::Bytes::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100)))),
+            timestamp_ms: 1_795_334_400_000 + i,
+            headers: Vec::new(),
+        })
+        .collect();
+    let plain = strom_log::EncodedBatch::encode(&records).unwrap().into_bytes();
+    let mut socket = TcpStream::connect(server.kafka_addr).await.unwrap();
+    for (correlation_id, codec) in [(1, GZIP), (2, ZSTD)] {
+        let batch = compress_batch(&plain, codec).unwrap();
+        assert!(batch.len() < plain.len() / 4);
+        assert_eq!(produce(&mut socket, correlation_id, &batch).await, 0, "codec {codec} is taken");
+    }
+    // Attribute bits 5: no codec Kafka has. UNSUPPORTED_COMPRESSION_TYPE.
+    assert_eq!(produce(&mut socket, 3, &seal(&plain, 5, &plain[61..])).await, 76);
+    // 48 MiB of zeros, about 48 KiB gzipped: refused once the decompressed records pass what
+    // a stored batch may hold (32 MiB). MESSAGE_TOO_LARGE.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&vec![0u8; 48 << 20]).unwrap();
+    let bomb = seal(&plain, GZIP, &encoder.finish().unwrap());
+    assert!(bomb.len() < 1 << 20);
+    assert_eq!(produce(&mut socket, 4, &bomb).await, 10);
+    // gzip bytes that do not inflate (CRC right): CORRUPT_MESSAGE.
+    let mut broken = compress_batch(&plain, GZIP).unwrap().to_vec();
+    let middle = 61 + (broken.len() - 61) / 2;
+    broken[middle..middle + 8].copy_from_slice(b"\xff\xff\xff\xff\xff\xff\xff\xff");
+    assert_eq!(produce(&mut socket, 5, &seal(&plain, GZIP, &broken[61..])).await, 2);
+
+    // The two taken batches are stored decompressed: any reader reads 200 plain records.
+    let (status, read) = server.get("/v1/streams/clicks/partitions/0/events?offset=0&max_records=1000").await;
+    assert_eq!(status, 200, "{read}");
+    let events = read["events"].as_array().unwrap();
+    assert_eq!(events.len(), 200, "{read}");
+    for (offset, event) in events.iter().enumerate() {
+        assert_eq!(event["value"]["n"], offset % 100, "{event}");
+        assert_eq!(event["key"], format!("user{}", offset % 100 % 3));
+    }
+    still_serves(&server).await;
+}

@@ -289,7 +289,15 @@ pub fn decode_only(frame: &RequestFrame) -> Result<(), FrameError> {
             for records in request.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref())
             {
                 // Refusals are answers, not decode errors; what is accepted must decode.
-                if let Ok(batch) = strom_log::EncodedBatch::from_client(bytes::BytesMut::from(&records[..])) {
+                let taken = match strom_log::compression::decompress_batch(
+                    records,
+                    strom_log::compression::DECOMPRESSED_BYTES_MAX,
+                ) {
+                    Ok(Some(decompressed)) => decompressed,
+                    Ok(None) => bytes::BytesMut::from(&records[..]),
+                    Err(_) => continue,
+                };
+                if let Ok(batch) = strom_log::EncodedBatch::from_client(taken) {
                     strom_log::decode_records(batch.into_bytes()).map_err(|cause| FrameError::Malformed {
                         api: frame.api_key,
                         version: frame.api_version,

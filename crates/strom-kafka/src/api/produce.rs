@@ -17,6 +17,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use strom_log::compression::{DECOMPRESSED_BYTES_MAX, DecompressError, decompress_batch};
 use strom_log::{BatchHeader, Durability, EncodedBatch, LogError, PendingAppend, RecordIn, RecordOut};
 use tokio::sync::watch;
 
@@ -169,6 +170,15 @@ pub(super) fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16
     }
 }
 
+fn codec_name(codec: u8) -> &'static str {
+    match codec {
+        1 => "gzip",
+        2 => "snappy",
+        3 => "lz4",
+        _ => "zstd",
+    }
+}
+
 fn append(
     broker: &Broker,
     stream: &strom_log::Stream,
@@ -192,20 +202,29 @@ fn append(
         Ok(header) => header,
         Err(why) => return Outcome::Refused(ResponseError::CorruptMessage, why),
     };
-    if header.compression() != 0 {
-        return Outcome::Refused(
-            ResponseError::UnsupportedCompressionType,
-            format!(
-                "compression codec {} is not supported: produce uncompressed batches (compression.type=none)",
-                header.compression()
-            ),
-        );
-    }
     if header.is_transactional() || header.is_control() {
         return Outcome::Refused(ResponseError::InvalidRecord, "transactional batches are not supported".into());
     }
-    // The batch is copied out of the request frame: the writer patches its base offset.
-    let batch = match EncodedBatch::from_client(BytesMut::from(&records[..])) {
+    // A compressed batch is stored decompressed (bounded); otherwise the batch is copied out
+    // of the request frame as it is: the writer patches its base offset.
+    let compressed = header.compression() != 0;
+    let taken = match decompress_batch(&records, DECOMPRESSED_BYTES_MAX) {
+        Ok(Some(decompressed)) => {
+            metrics::counter!("strom_kafka_compressed_batches_total", "codec" => codec_name(header.compression()))
+                .increment(1);
+            decompressed
+        }
+        Ok(None) => BytesMut::from(&records[..]),
+        Err(error) => {
+            let code = match error {
+                DecompressError::UnknownCodec(_) => ResponseError::UnsupportedCompressionType,
+                DecompressError::TooLarge { .. } => ResponseError::MessageTooLarge,
+                DecompressError::Corrupt(_) => ResponseError::CorruptMessage,
+            };
+            return Outcome::Refused(code, error.to_string());
+        }
+    };
+    let batch = match EncodedBatch::from_client(taken) {
         Ok(batch) => batch,
         Err(LogError::InvalidBatch(why)) => return Outcome::Refused(ResponseError::CorruptMessage, why),
         Err(error) => return Outcome::Refused(errors::code(&error), error.to_string()),
@@ -213,13 +232,17 @@ fn append(
     // Catalog enforcement: only streams with a schema have their batches decoded.
     let stored = match broker.validator.as_ref().and_then(|validator| validator.schema(&stream.name)) {
         None => Stored::AsSent(batch),
-        Some(schema) => match check(broker, stream, partition.id(), &records, schema.as_ref()) {
-            Checked::Valid => Stored::AsSent(batch),
-            Checked::Refused(outcome) => return outcome,
-            Checked::Split { valid, dead, dead_stream, dead_partition } => {
-                Stored::Split { valid, dead, dead_stream, dead_partition }
+        Some(schema) => {
+            // The records as stored: a compressed batch's decompressed ones.
+            let records = if compressed { Bytes::copy_from_slice(batch.as_slice()) } else { records };
+            match check(broker, stream, partition.id(), &records, schema.as_ref()) {
+                Checked::Valid => Stored::AsSent(batch),
+                Checked::Refused(outcome) => return outcome,
+                Checked::Split { valid, dead, dead_stream, dead_partition } => {
+                    Stored::Split { valid, dead, dead_stream, dead_partition }
+                }
             }
-        },
+        }
     };
     let submit = move || -> Result<Pending, LogError> {
         match stored {
@@ -263,7 +286,7 @@ fn append(
 
 /// What is appended for a partition's batch.
 enum Stored {
-    /// The batch as the producer built it.
+    /// The batch as the producer built it (decompressed, if it was compressed).
     AsSent(EncodedBatch),
     /// Its valid records (re-encoded, none left: nothing) and the dead letters of the others.
     Split { valid: Option<EncodedBatch>, dead: EncodedBatch, dead_stream: Arc<strom_log::Stream>, dead_partition: u32 },

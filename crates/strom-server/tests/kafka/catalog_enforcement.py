@@ -45,14 +45,20 @@ serializing.flush(30)
 assert len(reports) == 20 and all(error is None for error, _ in reports), reports
 reports.clear()
 
-# One batch (one partition, one flush) of 3 valid and 2 invalid plain JSON records.
-plain = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 200, "enable.idempotence": True})
+# One batch (one partition, one flush) of 3 valid and 2 invalid plain JSON records,
+# compressed (the note makes lz4 shrink it, so librdkafka sends it compressed): the records
+# are checked decompressed.
+plain = Producer({
+    "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 200, "enable.idempotence": True,
+    "compression.type": "lz4",
+})
+note = "gift wrapped, deliver to the back door " * 4
 values = [
-    {"order_id": "a", "total": 1},
-    {"order_id": "b", "total": "twelve"},
-    {"order_id": "c", "total": 3},
-    {"total": 4},
-    {"order_id": "e", "total": 5},
+    {"order_id": "a", "total": 1, "note": note},
+    {"order_id": "b", "total": "twelve", "note": note},
+    {"order_id": "c", "total": 3, "note": note},
+    {"total": 4, "note": note},
+    {"order_id": "e", "total": 5, "note": note},
 ]
 for value in values:
     plain.produce(topic, value=json.dumps(value).encode(), partition=0, on_delivery=report)
