@@ -103,6 +103,11 @@ async fn kafka_python_administers_produces_and_consumes_in_a_group() {
     let server = TestServer::start().await;
     let output = python("kafka_python_client.py", &[server.kafka_addr.to_string()], TIMEOUT).await;
     assert!(output.trim_end().ends_with("ok"), "{output}");
+    assert!(output.contains("gzip: 300 records produced compressed and read back"), "{output}");
+    assert!(
+        output.contains("snappy: 300 records") || output.contains("skipping snappy"),
+        "snappy was produced or its skip said why: {output}"
+    );
 }
 
 async fn enforce(mode: strom_kafka::InvalidRecords) -> (TestServer, serde_json::Value, serde_json::Value) {
