@@ -1041,6 +1041,7 @@ impl Runner {
         *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = Some((tasks, Vec::new()));
         let joined = Instant::now();
         let tasks_running = metrics::gauge!("strom_rules_tasks_running", "rule" => name.clone());
+        let event_time_lag = metrics::gauge!("strom_rules_event_time_lag_seconds", "rule" => name.clone());
         tracing::info!(rule = %name, tasks, "rule divided among the processes of the cluster");
 
         struct Running {
@@ -1124,6 +1125,13 @@ impl Runner {
             self.shared.entries.store(entries, Ordering::Relaxed);
             self.shared.lag_records.store(lag, Ordering::Relaxed);
             self.shared.watermark_ms.store(if watermark == i64::MAX { i64::MIN } else { watermark }, Ordering::Relaxed);
+            // The worst lag of the tasks here (none here: nothing lags here).
+            if watermark != i64::MAX {
+                let now = self.clock.now_ms();
+                event_time_lag.set(now.saturating_sub(watermark).max(0) as f64 / 1000.0);
+            } else if running.is_empty() {
+                event_time_lag.set(0.0);
+            }
             *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((tasks, running.keys().copied().collect()));
             tasks_running.set(running.len() as f64);
@@ -1376,7 +1384,8 @@ impl Runner {
             shown.set(2, lag as f64);
             let watermark = turn.engine.watermark_ms();
             self.shared.watermark_ms.store(watermark, Ordering::Relaxed);
-            if watermark != i64::MIN {
+            // A task's lag is its supervisor's to show: the worst of the tasks here.
+            if watermark != i64::MIN && self.task.is_none() {
                 metrics.event_time_lag_seconds.set((now.saturating_sub(watermark)).max(0) as f64 / 1000.0);
             }
             if let Some(error) = turn.engine.last_error() {
