@@ -68,10 +68,10 @@ pub fn decompress_batch(batch: &[u8], limit: usize) -> Result<Option<BytesMut>, 
     if !crc_matches(batch, &header) {
         return Err(DecompressError::Corrupt("CRC-32C mismatch".into()));
     }
-    let records = decompress(codec, &batch[HEADER_BYTES..], limit)?;
-    let mut out = BytesMut::with_capacity(HEADER_BYTES + records.len());
-    out.extend_from_slice(&batch[..HEADER_BYTES]);
-    out.extend_from_slice(&records);
+    // The records are decompressed right after a copy of the header: one buffer, no copy.
+    let mut out = batch[..HEADER_BYTES].to_vec();
+    decompress_onto(codec, &batch[HEADER_BYTES..], limit, &mut out)?;
+    let mut out = BytesMut::from(bytes::Bytes::from(out));
     let attributes = header.attributes & !ATTRIBUTE_COMPRESSION_MASK;
     out[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2].copy_from_slice(&attributes.to_be_bytes());
     let length = i32::try_from(out.len() - LENGTH_PREFIX_BYTES)
@@ -127,50 +127,55 @@ pub fn seal(header: &[u8], codec: u8, compressed: &[u8]) -> BytesMut {
 
 /// Decompresses one codec's block, to at most `limit` bytes.
 pub fn decompress(codec: u8, data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    let corrupt = |name: &str, error: &dyn std::fmt::Display| DecompressError::Corrupt(format!("{name}: {error}"));
+    let mut out = Vec::new();
+    decompress_onto(codec, data, limit, &mut out)?;
+    Ok(out)
+}
+
+/// Decompresses one codec's block onto the end of `out`, adding at most `limit` bytes.
+fn decompress_onto(codec: u8, data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
+    let corrupt = |name: &str, error: std::io::Error| DecompressError::Corrupt(format!("{name}: {error}"));
+    let start = out.len();
+    let bounded = |decoder: &mut dyn Read, out: &mut Vec<u8>| decoder.take(limit as u64 + 1).read_to_end(out);
     match codec {
-        GZIP => read_bounded(flate2::read::MultiGzDecoder::new(data), limit).map_err(|e| corrupt("gzip", &e))?,
-        SNAPPY => return snappy(data, limit),
-        LZ4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), limit).map_err(|e| corrupt("lz4", &e))?,
+        GZIP => bounded(&mut flate2::read::MultiGzDecoder::new(data), out).map_err(|e| corrupt("gzip", e))?,
+        SNAPPY => return snappy(data, limit, out),
+        LZ4 => bounded(&mut lz4_flex::frame::FrameDecoder::new(data), out).map_err(|e| corrupt("lz4", e))?,
         ZSTD => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", &e))?;
-            read_bounded(decoder, limit).map_err(|e| corrupt("zstd", &e))?
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", e))?;
+            bounded(&mut decoder, out).map_err(|e| corrupt("zstd", e))?
         }
         other => return Err(DecompressError::UnknownCodec(other)),
+    };
+    // The decoder was stopped one byte past the limit, if it got there.
+    if out.len() - start > limit {
+        return Err(DecompressError::TooLarge { limit });
     }
-    .ok_or(DecompressError::TooLarge { limit })
+    Ok(())
 }
 
-/// Reads a decoder to its end; `None` once it gives more than `limit` bytes (it is stopped
-/// there, having produced at most `limit + 1`).
-fn read_bounded(decoder: impl Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    decoder.take(limit as u64 + 1).read_to_end(&mut out)?;
-    Ok((out.len() <= limit).then_some(out))
-}
-
-/// Raw snappy (librdkafka) or xerial-framed snappy (the Java client). Each block's length is
-/// read from its preamble and checked against what is left of `limit` before it is decoded.
-fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+/// Raw snappy (librdkafka) or xerial-framed snappy (the Java client), onto the end of `out`.
+/// Each block's length is read from its preamble and checked against what is left of
+/// `limit` before it is decoded.
+fn snappy(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
     let mut decoder = snap::raw::Decoder::new();
-    let mut out = Vec::new();
+    let start = out.len();
     let mut block = |compressed: &[u8], out: &mut Vec<u8>| -> Result<(), DecompressError> {
         let length =
             snap::raw::decompress_len(compressed).map_err(|e| DecompressError::Corrupt(format!("snappy: {e}")))?;
-        if length > limit - out.len() {
+        if length > limit - (out.len() - start) {
             return Err(DecompressError::TooLarge { limit });
         }
-        let start = out.len();
-        out.resize(start + length, 0);
+        let at = out.len();
+        out.resize(at + length, 0);
         let written = decoder
-            .decompress(compressed, &mut out[start..])
+            .decompress(compressed, &mut out[at..])
             .map_err(|e| DecompressError::Corrupt(format!("snappy: {e}")))?;
-        out.truncate(start + written);
+        out.truncate(at + written);
         Ok(())
     };
     if !data.starts_with(&XERIAL_MAGIC) {
-        block(data, &mut out)?;
-        return Ok(out);
+        return block(data, out);
     }
     let mut rest = data
         .get(XERIAL_HEADER_BYTES..)
@@ -183,10 +188,10 @@ fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
         let compressed = after.get(..length).ok_or_else(|| {
             DecompressError::Corrupt(format!("snappy: a xerial block of {length} bytes is cut short"))
         })?;
-        block(compressed, &mut out)?;
+        block(compressed, out)?;
         rest = &after[length..];
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
