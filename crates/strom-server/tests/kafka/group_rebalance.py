@@ -63,13 +63,16 @@ class Member(threading.Thread):
         try:
             consumer = new_consumer(self.name)
 
-            def on_revoke(c, revoked):
+            revoked = threading.Event()
+
+            def on_revoke(c, partitions):
                 # Commit what was processed before the partitions move to another member.
                 try:
                     c.commit(asynchronous=False)
                 except Exception as error:  # nothing consumed yet: no offsets to commit
                     if "NO_OFFSET" not in str(error):
                         raise
+                revoked.set()
 
             consumer.subscribe([topic], on_revoke=on_revoke)
             while not self.stop.is_set():
@@ -92,7 +95,15 @@ class Member(threading.Thread):
             except Exception as error:
                 if "NO_OFFSET" not in str(error):
                     raise
-            consumer.close()  # LeaveGroup
+            # Leave the group and serve the revocation here, before close(): a revocation
+            # left to close() runs the rebalance callback inside rd_kafka_consumer_close,
+            # where librdkafka can block for good holding the GIL (librdkafka #4041).
+            revoked.clear()
+            consumer.unsubscribe()
+            deadline = time.time() + 10
+            while not revoked.is_set() and time.time() < deadline:
+                consumer.poll(0.1)
+            consumer.close()
         except Exception as error:  # reported by the main thread
             self.error = error
 

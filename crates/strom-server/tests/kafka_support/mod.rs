@@ -36,17 +36,16 @@ pub fn confluent_kafka() -> bool {
     available("python3", &["-c", "import confluent_kafka"])
 }
 
-/// Runs a command with stdin, on the blocking pool, failing the test after `timeout`.
+/// Runs a command with stdin, on the blocking pool, failing the test after `timeout`. A
+/// client still running then is killed first: a test runtime waits for its blocking tasks
+/// when it shuts down, so a hung client would hang the test run instead of failing it.
 pub async fn run(mut command: Command, stdin: Vec<u8>, timeout: Duration) -> Output {
     let description = format!("{command:?}");
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the client");
+    let pid = child.id();
     let task = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the client");
         let mut input = child.stdin.take().expect("piped stdin");
         let writer = std::thread::spawn(move || {
             let _ = input.write_all(&stdin);
@@ -57,7 +56,10 @@ pub async fn run(mut command: Command, stdin: Vec<u8>, timeout: Duration) -> Out
     });
     match tokio::time::timeout(timeout, task).await {
         Ok(output) => output.expect("the client task"),
-        Err(_) => panic!("{description} did not finish within {timeout:?}"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{description} did not finish within {timeout:?}; it was killed")
+        }
     }
 }
 
