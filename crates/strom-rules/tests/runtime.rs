@@ -235,6 +235,18 @@ emit:
   properties: '{"cart_id": cart.properties.cart_id}'
 "#;
 
+/// A log at T0 (manual clock) with a two-partition `events` stream, and the cart rule in
+/// the rules directory.
+async fn cart_rule_on_two_partitions() -> (tempfile::TempDir, Arc<ManualClock>, Arc<Log>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open_log(dir.path(), clock.clone());
+    log.create_stream("events", StreamConfig { partitions: 2, ..StreamConfig::default() }).await.unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/cart-abandoned.yaml"), CART_RULE).unwrap();
+    (dir, clock, log)
+}
+
 async fn wait_processed(rules: &Rules, name: &str, events: u64) {
     eventually(&format!("{name} to process {events} events"), async || {
         rules.get(name).await.is_ok_and(|s| s.counters.events_in >= events && s.lag_records == 0)
@@ -249,12 +261,7 @@ async fn wait_processed(rules: &Rules, name: &str, events: u64) {
 /// they fire instead of appending them a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_the_wall_clock_finalised_are_not_appended_twice_across_two_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let log = open_log(dir.path(), clock.clone());
-    log.create_stream("events", StreamConfig { partitions: 2, ..StreamConfig::default() }).await.unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/cart-abandoned.yaml"), CART_RULE).unwrap();
+    let (dir, clock, log) = cart_rule_on_two_partitions().await;
     let carts: Vec<Value> = (0..20)
         .map(|u| event("AddToCart", &format!("u{u}"), T0 + u * 100, json!({"cart_id": format!("c{u}")})))
         .collect();
@@ -298,12 +305,7 @@ async fn outputs_the_wall_clock_finalised_are_not_appended_twice_across_two_rest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_partial_matches_survive_a_restart_and_time_out_by_the_wall_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let log = open_log(dir.path(), clock.clone());
-    log.create_stream("events", StreamConfig { partitions: 2, ..StreamConfig::default() }).await.unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/cart-abandoned.yaml"), CART_RULE).unwrap();
+    let (dir, clock, log) = cart_rule_on_two_partitions().await;
     let rules = Rules::start(log.clone(), rules_config(dir.path()), clock.clone()).unwrap();
     append(
         &log,
