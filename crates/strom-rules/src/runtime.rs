@@ -1661,13 +1661,16 @@ impl Replay {
         // A crash rescans what was appended since `from`: that stays bounded.
         let since: u64 =
             ends.iter().map(|(key, end)| end.saturating_sub(self.from.get(key).copied().unwrap_or(0))).sum();
-        if passed || since > REPLAY_PIN_RECORDS_MAX {
-            tracing::warn!(rule = %name, outputs = self.ids.len(), appended_since = since, "outputs of the run before the crash were not produced again by the re-run; they stay, once");
+        if passed {
+            tracing::warn!(rule = %name, outputs = self.ids.len(), "outputs of the run before the crash were not produced again by the re-run; they stay, once");
             metrics.not_reproduced.increment(self.ids.len() as u64);
-            self.pinned = false;
-            return ends;
+        } else if since > REPLAY_PIN_RECORDS_MAX {
+            tracing::warn!(rule = %name, outputs = self.ids.len(), appended_since = since, "outputs of the run before the crash are not all produced again yet; this run still skips them, but commits move on (a crash from now on would not know them)");
+        } else {
+            return self.from.clone();
         }
-        self.from.clone()
+        self.pinned = false;
+        ends
     }
 }
 
