@@ -135,6 +135,17 @@ pub fn crc_matches(batch: &[u8], header: &BatchHeader) -> bool {
     batch.len() == header.size_bytes && crc32c::crc32c(&batch[CRC_COVERAGE_START..]) == header.crc
 }
 
+/// Sets a whole batch's compression codec bits and its length field from its size, and
+/// rewrites its CRC-32C: a batch whose records were (de)compressed.
+pub(crate) fn set_codec(batch: &mut [u8], codec: u8) {
+    let attributes = i16::from_be_bytes(array(batch, ATTRIBUTES_POSITION)) & !ATTRIBUTE_COMPRESSION_MASK
+        | i16::from(codec) & ATTRIBUTE_COMPRESSION_MASK;
+    batch[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2].copy_from_slice(&attributes.to_be_bytes());
+    let length = (batch.len() - LENGTH_PREFIX_BYTES) as i32;
+    batch[8..LENGTH_PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
+    reseal(batch);
+}
+
 /// Rewrites a batch's CRC-32C after bytes it covers changed.
 pub(crate) fn reseal(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);

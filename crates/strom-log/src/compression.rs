@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 
 use bytes::BytesMut;
 
-use crate::batch::{BatchHeader, HEADER_BYTES, LENGTH_PREFIX_BYTES, crc_matches, reseal};
+use crate::batch::{BatchHeader, HEADER_BYTES, crc_matches, set_codec};
 use crate::limits::BATCH_BYTES_MAX;
 
 /// Bytes a compressed batch's records may take once decompressed: what a stored batch may
@@ -25,9 +25,17 @@ pub const SNAPPY: u8 = 2;
 pub const LZ4: u8 = 3;
 pub const ZSTD: u8 = 4;
 
-/// Bits 0-2 of a batch's attributes: the compression codec.
-const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
-const ATTRIBUTES_POSITION: usize = 21;
+/// A codec's name, as Kafka's `compression.type` spells it.
+pub fn codec_name(codec: u8) -> &'static str {
+    match codec {
+        0 => "none",
+        GZIP => "gzip",
+        SNAPPY => "snappy",
+        LZ4 => "lz4",
+        ZSTD => "zstd",
+        _ => "unknown",
+    }
+}
 
 /// The xerial framing (snappy-java's `SnappyOutputStream`, which the Java client writes):
 /// a 16-byte header, then blocks of a 4-byte big-endian length and raw snappy.
@@ -72,12 +80,10 @@ pub fn decompress_batch(batch: &[u8], limit: usize) -> Result<Option<BytesMut>, 
     let mut out = batch[..HEADER_BYTES].to_vec();
     decompress_onto(codec, &batch[HEADER_BYTES..], limit, &mut out)?;
     let mut out = BytesMut::from(bytes::Bytes::from(out));
-    let attributes = header.attributes & !ATTRIBUTE_COMPRESSION_MASK;
-    out[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2].copy_from_slice(&attributes.to_be_bytes());
-    let length = i32::try_from(out.len() - LENGTH_PREFIX_BYTES)
-        .map_err(|_| DecompressError::TooLarge { limit: limit.min(i32::MAX as usize) })?;
-    out[8..12].copy_from_slice(&length.to_be_bytes());
-    reseal(&mut out);
+    if out.len() > i32::MAX as usize {
+        return Err(DecompressError::TooLarge { limit: limit.min(i32::MAX as usize) });
+    }
+    set_codec(&mut out, 0);
     Ok(Some(out))
 }
 
@@ -115,13 +121,7 @@ pub fn seal(header: &[u8], codec: u8, compressed: &[u8]) -> BytesMut {
     let mut out = BytesMut::with_capacity(HEADER_BYTES + compressed.len());
     out.extend_from_slice(&header[..HEADER_BYTES]);
     out.extend_from_slice(compressed);
-    let attributes = i16::from_be_bytes([out[ATTRIBUTES_POSITION], out[ATTRIBUTES_POSITION + 1]])
-        & !ATTRIBUTE_COMPRESSION_MASK
-        | i16::from(codec & 0x07);
-    out[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2].copy_from_slice(&attributes.to_be_bytes());
-    let length = (out.len() - LENGTH_PREFIX_BYTES) as i32;
-    out[8..12].copy_from_slice(&length.to_be_bytes());
-    reseal(&mut out);
+    set_codec(&mut out, codec);
     out
 }
 
@@ -197,7 +197,7 @@ fn snappy(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), Decompress
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{EncodedBatch, RecordIn, decode_records};
+    use crate::batch::{EncodedBatch, RecordIn, decode_records, reseal};
 
     fn records() -> Vec<RecordIn> {
         (0..200)

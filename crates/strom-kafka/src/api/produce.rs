@@ -17,7 +17,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use strom_log::compression::{DECOMPRESSED_BYTES_MAX, DecompressError, decompress_batch};
+use strom_log::compression::{DECOMPRESSED_BYTES_MAX, DecompressError, codec_name, decompress_batch};
 use strom_log::{BatchHeader, Durability, EncodedBatch, LogError, PendingAppend, RecordIn, RecordOut};
 use tokio::sync::watch;
 
@@ -167,15 +167,6 @@ pub(super) fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16
         }))
     } else {
         Answer::Respond(Box::pin(answer))
-    }
-}
-
-fn codec_name(codec: u8) -> &'static str {
-    match codec {
-        1 => "gzip",
-        2 => "snappy",
-        3 => "lz4",
-        _ => "zstd",
     }
 }
 
